@@ -1,0 +1,48 @@
+# jobplane — the two commands a newcomer types are `make run` and `make test`.
+# Both install missing Debian packages first (scripts/deps.sh), then build with
+# Meson + Ninja into build/.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+LISTEN     ?= 127.0.0.1:8080
+DATABASE   ?= sqlite://./jobplane.db
+MESON_OPTS ?= -Dwerror=true
+
+.PHONY: all build deps run test test-unit test-integration test-asan bench clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/build.ninja: | deps
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# The embedded job system: HTTP API, SQLite and the engine in one process.
+run: build
+	./$(BUILD)/jobplane-server --listen $(LISTEN) --database $(DATABASE)
+
+$(ASAN_BUILD)/build.ninja: | deps
+	CC=clang meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined \
+	    -Db_lundef=false -Dbuildtype=debug
+
+# Every test, twice: a normal gcc build, then a clang AddressSanitizer + UBSan build.
+test: build $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
+
+test-unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+test-integration: build
+	meson test -C $(BUILD) --suite integration --print-errorlogs
+
+test-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	./scripts/run-tests.sh $(ASAN_BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,42 @@
+/* Dispatch from the queue interface to the backend behind a handle. */
+#include "queue/queue_impl.h"
+
+void jp_qmsgs_done(jp_qmsg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_decref(msgs[i].data);
+        msgs[i].data = NULL;
+    }
+}
+
+void jp_queue_free(jp_queue *q)
+{
+    if (q)
+        q->ops->free(q);
+}
+
+int jp_queue_push(jp_queue *q, jp_job *const *jobs, size_t n, jp_err *err)
+{
+    return n ? q->ops->push(q, jobs, n, err) : 0;
+}
+
+int jp_queue_pop(jp_queue *q, const char *const *queues, size_t max, int timeout_ms,
+                 jp_qmsg *out, size_t *ret_n, jp_err *err)
+{
+    return q->ops->pop(q, queues, max, timeout_ms, out, ret_n, err);
+}
+
+int jp_queue_ack(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err)
+{
+    return n ? q->ops->ack(q, msgs, n, err) : 0;
+}
+
+void jp_queue_wake(jp_queue *q)
+{
+    q->ops->wake(q);
+}
+
+int jp_queue_stats(jp_queue *q, json_t **ret_stats, jp_err *err)
+{
+    return q->ops->stats(q, ret_stats, err);
+}

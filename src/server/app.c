@@ -1,0 +1,178 @@
+/* The operations every entry point of the control plane shares, and what
+ * must follow a committed change: the database is written first, then the
+ * queue, the scheduler and the engine hear of it. */
+#include "server/app.h"
+
+#include "core/jtime.h"
+#include "core/mem.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+int64_t jp_app_backoff_ms(jp_app *app, int attempt)
+{
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd = (uint32_t)jp_mono_ms() * 2654435761u;
+    return jp_backoff_ms(attempt, app->cfg.retry_backoff_ms, app->cfg.retry_backoff_max_ms, rnd);
+}
+
+int jp_app_check_strategy(jp_app *app, const char *strategy, jp_err *err)
+{
+#ifdef JP_WITH_ENGINE
+    if (app->engine && jp_embedded_has(app->engine, strategy))
+        return 0;
+#endif
+    return jp_err_set(err, JP_EINVAL, "unknown strategy \"%s\" (enabled here: %s)", strategy,
+                      app->cfg.strategies ? app->cfg.strategies : "none");
+}
+
+/* Queues what became runnable and wakes the scheduler for what waits. */
+static void follow_up(jp_app *app, jp_job **jobs, size_t n)
+{
+    jp_job **runnable = jp_xmalloc((n ? n : 1) * sizeof *runnable);
+    size_t nr = 0;
+    int64_t earliest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->status == JP_ST_QUEUED)
+            runnable[nr++] = jobs[i];
+        else if (jobs[i]->status == JP_ST_SCHEDULED &&
+                 (!earliest || jobs[i]->run_at_ms < earliest))
+            earliest = jobs[i]->run_at_ms;
+    }
+    if (nr)
+        jp_queue_push(app->queue, runnable, nr, NULL);
+    if (earliest && app->sched)
+        jp_scheduler_poke(app->sched, earliest);
+    free(runnable);
+}
+
+int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *err)
+{
+    int rc = jp_group_create(app->group, jobs, n, existed, err);
+    if (rc < 0)
+        return rc;
+    /* A job found by its idempotency key is already wherever it belongs. */
+    jp_job **fresh = jp_xmalloc((n ? n : 1) * sizeof *fresh);
+    size_t nf = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!existed || !existed[i])
+            fresh[nf++] = jobs[i];
+    follow_up(app, fresh, nf);
+    free(fresh);
+    return 0;
+}
+
+int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
+{
+    /* Changes that can make a job runnable need the job to queue it. */
+    bool *asked = jp_xmalloc((n ? n : 1) * sizeof *asked);
+    for (size_t i = 0; i < n; i++) {
+        asked[i] = ops[i].want_job;
+        jp_event_kind k = ops[i].ev.kind;
+        if (k == JP_EV_RETRY || k == JP_EV_REQUEUE || k == JP_EV_DUE || k == JP_EV_ENQUEUED)
+            ops[i].want_job = true;
+    }
+    int rc = jp_group_apply(app->group, ops, n, err);
+    if (rc < 0) {
+        free(asked);
+        return rc;
+    }
+    jp_job **changed = jp_xmalloc((n ? n : 1) * sizeof *changed);
+    size_t nc = 0;
+    int64_t earliest = 0;
+    for (size_t i = 0; i < n; i++) {
+        jp_store_op *op = &ops[i];
+        if (op->rc < 0)
+            continue;
+        if (op->after == JP_ST_QUEUED && op->job)
+            changed[nc++] = op->job;
+        if (op->after == JP_ST_SCHEDULED) {
+            int64_t at = op->job ? op->job->run_at_ms : op->ev.now_ms + op->ev.backoff_ms;
+            if (!earliest || at < earliest)
+                earliest = at;
+        }
+#ifdef JP_WITH_ENGINE
+        if (op->before == JP_ST_RUNNING && op->after == JP_ST_CANCELLED && app->engine)
+            jp_embedded_cancel(app->engine, op->job_id);
+#endif
+    }
+    if (nc)
+        jp_queue_push(app->queue, changed, nc, NULL);
+    if (earliest && app->sched)
+        jp_scheduler_poke(app->sched, earliest);
+    for (size_t i = 0; i < n; i++) {
+        if (!asked[i]) {
+            jp_job_free(ops[i].job);
+            ops[i].job = NULL;
+            ops[i].want_job = false;
+        }
+    }
+    free(changed);
+    free(asked);
+    return 0;
+}
+
+#define RECOVER_BATCH 500
+
+/* Applies `kind` to every job in `status`, a batch at a time. */
+static int recover_status(jp_app *app, jp_status status, jp_event_kind kind, size_t *ret_count,
+                          jp_err *err)
+{
+    char after[JP_UUID_STR_LEN + 1] = "";
+    size_t count = 0;
+    for (;;) {
+        jp_job **jobs = NULL;
+        size_t n = 0;
+        int rc = jp_store_scan(app->store, status, after[0] ? after : NULL, RECOVER_BATCH, &jobs,
+                               &n, err);
+        if (rc < 0)
+            return rc;
+        if (n == 0) {
+            free(jobs);
+            break;
+        }
+        memcpy(after, jobs[n - 1]->id, sizeof after);
+        if (kind == JP_EV_ENQUEUED && status == JP_ST_QUEUED) {
+            /* Already queued in the store: only the in-memory queue was lost. */
+            jp_queue_push(app->queue, jobs, n, NULL);
+        } else {
+            jp_store_op *ops = jp_xcalloc(n, sizeof *ops);
+            int64_t now = jp_now_ms();
+            for (size_t i = 0; i < n; i++) {
+                memcpy(ops[i].job_id, jobs[i]->id, sizeof ops[i].job_id);
+                ops[i].ev.kind = kind;
+                ops[i].ev.attempt = jobs[i]->attempts;
+                ops[i].ev.now_ms = now;
+            }
+            rc = jp_app_apply(app, ops, n, err);
+            free(ops);
+            if (rc < 0) {
+                jp_jobs_free(jobs, n);
+                return rc;
+            }
+        }
+        count += n;
+        jp_jobs_free(jobs, n);
+        if (n < RECOVER_BATCH)
+            break;
+    }
+    *ret_count = count;
+    return 0;
+}
+
+int jp_app_recover(jp_app *app, size_t *ret_queued, size_t *ret_lost, jp_err *err)
+{
+    size_t lost = 0, queued = 0, pending = 0;
+    int rc;
+    /* Queued first, so that requeued jobs are not pushed twice. */
+    if ((rc = recover_status(app, JP_ST_QUEUED, JP_EV_ENQUEUED, &queued, err)) < 0 ||
+        (rc = recover_status(app, JP_ST_PENDING, JP_EV_ENQUEUED, &pending, err)) < 0 ||
+        (rc = recover_status(app, JP_ST_RUNNING, JP_EV_REQUEUE, &lost, err)) < 0)
+        return rc;
+    *ret_queued = queued + pending;
+    *ret_lost = lost;
+    return 0;
+}

@@ -1,0 +1,174 @@
+/* jobplane-server: wires the store, the queue, the scheduler, the engine and
+ * the HTTP API together, then waits for SIGINT/SIGTERM to drain and exit. */
+#include "core/err.h"
+#include "core/jtime.h"
+#include "core/log.h"
+#include "core/opts.h"
+#include "server/app.h"
+#include "server/http.h"
+#include "server/routes.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char synopsis[] =
+    "jobplane-server [options]\n"
+    "\n"
+    "The jobplane control plane. With no options it is a complete job system:\n"
+    "HTTP API on 127.0.0.1:8080, SQLite at ./jobplane.db, and the execution\n"
+    "engine on threads in this process (embedded mode).\n"
+    "Every option can also be set by the environment variable shown.\n";
+
+static bool is_loopback(const char *listen)
+{
+    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
+           strncmp(listen, "[::1]:", 6) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    jp_app app;
+    jp_err err;
+    int argi = 0, status = 1;
+    jp_http *http = NULL;
+    memset(&app, 0, sizeof app);
+    jp_config *c = &app.cfg;
+
+    const jp_opt opts[] = {
+        {"listen", "JOBPLANE_LISTEN", JP_OPT_STR, &c->listen, "127.0.0.1:8080", 0, 0, "ADDR",
+         "address to serve the HTTP API on (host:port; loopback only without tokens)"},
+        {"database", "JOBPLANE_DATABASE_URL", JP_OPT_STR, &c->database, "sqlite://./jobplane.db",
+         0, 0, "URL", "the job database (sqlite://PATH)"},
+        {"workers", "JOBPLANE_WORKERS", JP_OPT_INT, &c->workers, "8", 0, 1024, "N",
+         "engine threads running jobs in this process (0: run none here)"},
+        {"strategies", "JOBPLANE_STRATEGIES", JP_OPT_STR, &c->strategies, "noop,sleep,http", 0, 0,
+         "LIST", "strategies the engine runs; add exec to enable running programs"},
+        {"exec-allow", "JOBPLANE_EXEC_ALLOW", JP_OPT_STR, &c->exec_allow, NULL, 0, 0, "LIST",
+         "programs exec may run (absolute paths, comma-separated); unset: any"},
+        {"max-body-bytes", "JOBPLANE_MAX_BODY_BYTES", JP_OPT_INT, &c->max_body_bytes, "1048576",
+         1024, 1LL << 30, "N", "largest request body accepted (larger: 413)"},
+        {"max-connections", "JOBPLANE_MAX_CONNECTIONS", JP_OPT_INT, &c->max_connections, "1024",
+         1, 65536, "N", "most client connections served at once"},
+        {"idle-timeout", "JOBPLANE_IDLE_TIMEOUT", JP_OPT_INT, &c->idle_timeout_s, "30", 1, 3600,
+         "SECONDS", "close connections idle (or trickling) this long"},
+        {"retry-backoff-ms", "JOBPLANE_RETRY_BACKOFF_MS", JP_OPT_INT, &c->retry_backoff_ms,
+         "1000", 1, 86400000, "MS", "delay before the first retry; doubles each attempt, 50-100% jitter"},
+        {"retry-backoff-max-ms", "JOBPLANE_RETRY_BACKOFF_MAX_MS", JP_OPT_INT,
+         &c->retry_backoff_max_ms, "3600000", 1, 7LL * 86400000, "MS", "longest retry delay"},
+        {"max-output-bytes", "JOBPLANE_MAX_OUTPUT_BYTES", JP_OPT_INT, &c->max_output_bytes,
+         "1048576", 0, 64LL << 20, "N", "output kept per exec stream / http body"},
+        {"drain-timeout", "JOBPLANE_DRAIN_TIMEOUT", JP_OPT_INT, &c->drain_timeout_s, "30", 0,
+         86400, "SECONDS", "on SIGTERM, wait this long for running jobs before requeueing them"},
+        {"log-level", "JOBPLANE_LOG_LEVEL", JP_OPT_STR, &c->log_level, "info", 0, 0, "LEVEL",
+         "debug, info, warn or error"},
+    };
+    const size_t nopts = sizeof opts / sizeof opts[0];
+
+    jp_err_clear(&err);
+    int rc = jp_opts_parse(opts, nopts, argc, argv, &argi, &err);
+    if (rc == 1) {
+        jp_opts_usage(stdout, synopsis, opts, nopts);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "jobplane-server: %s (see --help)\n", jp_err_msg(&err));
+        return 2;
+    }
+    if (argi < argc) {
+        fprintf(stderr, "jobplane-server: unexpected argument \"%s\" (see --help)\n", argv[argi]);
+        return 2;
+    }
+    int lvl = jp_log_level_parse(c->log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "jobplane-server: unknown log level \"%s\"\n", c->log_level);
+        return 2;
+    }
+    jp_log_set_level((jp_log_level)lvl);
+
+#ifndef JP_WITH_ENGINE
+    fprintf(stderr, "jobplane-server: this build has no execution engine, so embedded mode "
+                    "is unavailable; run jobs with jobplane-worker in distributed mode\n");
+    return 2;
+#endif
+
+    /* Signals are taken by sigwait below; every thread inherits this mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char listen[128];
+    snprintf(listen, sizeof listen, "%s", c->listen);
+    if (!is_loopback(listen)) {
+        const char *colon = strrchr(c->listen, ':');
+        snprintf(listen, sizeof listen, "127.0.0.1%s", colon ? colon : ":8080");
+        jp_warn("no API tokens are configured, so the API is served on loopback only: %s "
+                "instead of %s",
+                listen, c->listen);
+    }
+
+    app.started_ms = jp_now_ms();
+    if (jp_store_open(c->database, &app.store, &err) < 0) {
+        jp_error("cannot open the database %s: %s", c->database, jp_err_msg(&err));
+        goto out;
+    }
+    if (jp_group_new(app.store, &app.group, &err) < 0) {
+        jp_error("%s", jp_err_msg(&err));
+        goto out;
+    }
+    app.queue = jp_queue_memory_new();
+#ifdef JP_WITH_ENGINE
+    if (jp_embedded_start(&app, &app.engine, &err) < 0) {
+        jp_error("cannot start the engine: %s", jp_err_msg(&err));
+        goto out;
+    }
+#endif
+    size_t queued = 0, lost = 0;
+    if (jp_app_recover(&app, &queued, &lost, &err) < 0) {
+        jp_error("cannot recover jobs from the database: %s", jp_err_msg(&err));
+        goto out;
+    }
+    if (queued || lost)
+        jp_info("recovered %zu queued job(s); %zu job(s) that were running will run again",
+                queued, lost);
+    if (jp_scheduler_start(&app, &app.sched, &err) < 0) {
+        jp_error("%s", jp_err_msg(&err));
+        goto out;
+    }
+    jp_http_config hc = {
+        .listen = listen,
+        .max_body_bytes = (size_t)c->max_body_bytes,
+        .max_connections = (unsigned)c->max_connections,
+        .idle_timeout_s = (unsigned)c->idle_timeout_s,
+    };
+    if (jp_http_start(&hc, jp_routes_handle, &app, &http, &err) < 0) {
+        jp_error("%s", jp_err_msg(&err));
+        goto out;
+    }
+    jp_info("jobplane-server listening on http://%s (embedded mode: %s, %lld engine "
+            "thread(s), strategies %s)",
+            jp_http_address(http), c->database, (long long)c->workers, c->strategies);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    jp_info("%s: stopping (running jobs get up to %llds to finish)",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)c->drain_timeout_s);
+    status = 0;
+out:
+    jp_http_stop(http);
+    jp_scheduler_stop(app.sched);
+#ifdef JP_WITH_ENGINE
+    jp_embedded_stop(app.engine);
+    app.engine = NULL;
+#endif
+    jp_group_free(app.group);
+    jp_queue_free(app.queue);
+    jp_store_close(app.store);
+    if (status == 0)
+        jp_info("stopped");
+    return status;
+}

@@ -1,0 +1,27 @@
+/* Group commit: many threads' store changes, one transaction.
+ *
+ * HTTP handlers and engine threads each submit a change and wait; one
+ * committer thread takes everything submitted since its last transaction and
+ * writes it in the next one. Under load, a transaction carries many jobs'
+ * changes, so throughput is bounded by statements, not by fsyncs. */
+#ifndef JP_STORE_GROUP_H
+#define JP_STORE_GROUP_H
+
+#include "store/store.h"
+
+typedef struct jp_group jp_group;
+
+/* Starts the committer thread over `s` (borrowed; must outlive the group). */
+int jp_group_new(jp_store *s, jp_group **ret_group, jp_err *err);
+/* Commits what is pending, stops the thread, frees. NULL is fine. */
+void jp_group_free(jp_group *g);
+
+/* Applies ops[0..n) in the next transaction and waits for it. Same contract
+ * as jp_store_apply. */
+int jp_group_apply(jp_group *g, jp_store_op *ops, size_t n, jp_err *err);
+
+/* Inserts jobs in the next transaction and waits. Same contract as
+ * jp_store_create: a conflict fails only this call's jobs. */
+int jp_group_create(jp_group *g, jp_job **jobs, size_t n, bool *existed, jp_err *err);
+
+#endif
