@@ -4,7 +4,6 @@
 #include "core/jtime.h"
 #include "core/mem.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -453,7 +452,7 @@ json_t *jp_job_to_json(const jp_job *job)
     json_t *o = json_object();
     /* Keys are literals, so the _nocheck setters skip a pointless UTF-8 scan;
      * insertion order is the order of DESIGN.md §2. */
-    json_object_set_new_nocheck(o, "id", json_string(job->id));
+    json_object_set_new_nocheck(o, "id", string_or_null(job->id));
     json_object_set_new_nocheck(o, "queue", string_or_null(job->queue));
     json_object_set_new_nocheck(o, "strategy", string_or_null(job->strategy));
     json_object_set_new_nocheck(o, "payload", ref_or_null(job->payload));
@@ -478,7 +477,7 @@ json_t *jp_job_to_json(const jp_job *job)
 json_t *jp_job_to_message(const jp_job *job, int attempt)
 {
     json_t *o = json_object();
-    json_object_set_new_nocheck(o, "id", json_string(job->id));
+    json_object_set_new_nocheck(o, "id", string_or_null(job->id));
     json_object_set_new_nocheck(o, "queue", string_or_null(job->queue));
     json_object_set_new_nocheck(o, "strategy", string_or_null(job->strategy));
     json_object_set_new_nocheck(o, "payload", ref_or_null(job->payload));
@@ -536,7 +535,6 @@ int jp_job_from_message(const json_t *data, jp_job **ret_job, int *ret_attempt, 
         json_decref(job->payload);
         job->payload = json_incref((json_t *)v);
     }
-    job->status = JP_ST_QUEUED;
     *ret_job = job;
     job = NULL;
     if (ret_attempt)

@@ -2,7 +2,6 @@
 #include "core/jtime.h"
 
 #include <ctype.h>
-#include <string.h>
 #include <time.h>
 
 int64_t jp_now_ms(void)
@@ -19,6 +18,34 @@ int64_t jp_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date. Plain arithmetic rather
+ * than timegm/gmtime_r: glibc takes a process-wide lock in those, and job
+ * timestamps are converted on every request from every thread. The calendar
+ * repeats every 400 years (146097 days); counting years from March puts the
+ * leap day at the end of a year. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;                                   /* [0, 399] */
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
 /* Writes `v` as exactly `n` decimal digits (v is already in range). */
 static char *put(char *p, unsigned v, int n)
 {
@@ -30,8 +57,8 @@ static char *put(char *p, unsigned v, int n)
 }
 
 /* RFC 3339 years have four digits. */
-#define MIN_MS (-62167219200000LL)  /* 0000-01-01T00:00:00.000Z */
-#define MAX_MS (253402300799999LL)  /* 9999-12-31T23:59:59.999Z */
+#define MIN_MS (-62167219200000LL) /* 0000-01-01T00:00:00.000Z */
+#define MAX_MS (253402300799999LL) /* 9999-12-31T23:59:59.999Z */
 
 void jp_time_format(int64_t ms, char out[JP_TIME_STR_MAX])
 {
@@ -39,30 +66,34 @@ void jp_time_format(int64_t ms, char out[JP_TIME_STR_MAX])
         ms = MIN_MS;
     if (ms > MAX_MS)
         ms = MAX_MS;
-    /* Floor division so that times before the epoch still format sanely. */
-    int64_t secs = ms / 1000;
-    int64_t frac = ms % 1000;
+    /* Floor division, so times before the epoch format correctly too. */
+    int64_t secs = ms / 1000, frac = ms % 1000;
     if (frac < 0) {
         frac += 1000;
         secs -= 1;
     }
-    time_t t = (time_t)secs;
-    struct tm tm;
-    if (!gmtime_r(&t, &tm))
-        memset(&tm, 0, sizeof tm), tm.tm_year = 70, tm.tm_mday = 1;
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    int64_t year;
+    int mon, mday;
+    civil_from_days(days, &year, &mon, &mday);
+
     /* By hand rather than snprintf: this runs for every timestamp of every job shown. */
     char *p = out;
-    p = put(p, (unsigned)(tm.tm_year + 1900), 4);
+    p = put(p, (unsigned)year, 4);
     *p++ = '-';
-    p = put(p, (unsigned)(tm.tm_mon + 1), 2);
+    p = put(p, (unsigned)mon, 2);
     *p++ = '-';
-    p = put(p, (unsigned)tm.tm_mday, 2);
+    p = put(p, (unsigned)mday, 2);
     *p++ = 'T';
-    p = put(p, (unsigned)tm.tm_hour, 2);
+    p = put(p, (unsigned)(sod / 3600), 2);
     *p++ = ':';
-    p = put(p, (unsigned)tm.tm_min, 2);
+    p = put(p, (unsigned)(sod / 60 % 60), 2);
     *p++ = ':';
-    p = put(p, (unsigned)tm.tm_sec, 2);
+    p = put(p, (unsigned)(sod % 60), 2);
     *p++ = '.';
     p = put(p, (unsigned)frac, 3);
     *p++ = 'Z';
@@ -84,15 +115,11 @@ static bool digits(const char **p, int n, int *out)
     return true;
 }
 
-static bool leap(int y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
 static int days_in_month(int y, int m)
 {
     static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && leap(y) ? 29 : days[m - 1];
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : days[m - 1];
 }
 
 bool jp_time_parse(const char *s, int64_t *ret_ms)
@@ -145,17 +172,11 @@ bool jp_time_parse(const char *s, int64_t *ret_ms)
     if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
         min > 59 || sec > 60)
         return false;
-    if (sec == 60)  /* a leap second folds into the next one, as timegm would */
-        sec = 59, frac_ms = 999;
-
-    struct tm tm = {0};
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon - 1;
-    tm.tm_mday = day;
-    tm.tm_hour = hour;
-    tm.tm_min = min;
-    tm.tm_sec = sec;
-    time_t t = timegm(&tm);
-    *ret_ms = ((int64_t)t - offset_s) * 1000 + frac_ms;
+    if (sec == 60) { /* a leap second: the last instant of the minute before */
+        sec = 59;
+        frac_ms = 999;
+    }
+    int64_t secs = days_from_civil(year, mon, day) * 86400 + hour * 3600 + min * 60 + sec;
+    *ret_ms = (secs - offset_s) * 1000 + frac_ms;
     return true;
 }

@@ -234,8 +234,8 @@ int jp_http_start(const jp_http_config *cfg, jp_http_handler handler, void *arg,
                   jp_http **ret_http, jp_err *err)
 {
     struct sockaddr_storage ss;
-    socklen_t sslen;
-    bool v6;
+    socklen_t sslen = 0;
+    bool v6 = false;
     int rc = parse_listen(cfg->listen, &ss, &sslen, &v6, err);
     if (rc < 0)
         return rc;

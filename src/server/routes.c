@@ -244,8 +244,6 @@ static void report_status(jp_app *app, const char *id, const jp_req *req, jp_res
     jp_event ev = {
         .attempt = rep.attempt,
         .worker_id = rep.worker_id,
-        .result = rep.result,
-        .error = rep.error,
         .retryable = rep.retryable,
         .now_ms = jp_now_ms(),
     };
@@ -255,9 +253,12 @@ static void report_status(jp_app *app, const char *id, const jp_req *req, jp_res
         break;
     case JP_ST_COMPLETED:
         ev.kind = JP_EV_COMPLETE;
+        ev.result = rep.result;
         break;
     default:
         ev.kind = JP_EV_FAIL;
+        ev.result = rep.result;
+        ev.error = rep.error;
         ev.backoff_ms = jp_app_backoff_ms(app, rep.attempt);
         break;
     }

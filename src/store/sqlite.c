@@ -269,7 +269,7 @@ static int sq_exec(jp_conn *conn, const char *sql, jp_err *err)
     return 0;
 }
 
-static int sq_stmt(jp_conn *conn, int id, jp_stmt **ret_stmt, jp_err *err)
+static int sq_get_stmt(jp_conn *conn, int id, jp_stmt **ret_stmt, jp_err *err)
 {
     sq_conn *c = (sq_conn *)conn;
     sq_db *d = c->owner;
@@ -391,7 +391,7 @@ const jp_driver jp_sqlite_driver = {
     .commit = sq_commit,
     .rollback = sq_rollback,
     .exec = sq_exec,
-    .stmt = sq_stmt,
+    .stmt = sq_get_stmt,
     .bind_null = sq_bind_null,
     .bind_int64 = sq_bind_int64,
     .bind_text = sq_bind_text,

@@ -231,7 +231,8 @@ def assert_error(status, body, want_status, want_code=None, what=""):
     if isinstance(want_status, int):
         want_status = (want_status,)
     if status not in want_status:
-        raise AssertionError("status %s, wanted %s%s: %r" % (status, want_status, ctx, body))
+        raise AssertionError("status %s, wanted %s%s: %s"
+                             % (status, want_status, ctx, repr(body)[:300]))
     if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
         raise AssertionError("no {\"error\":{…}} body%s: %r" % (ctx, body))
     err = body["error"]

@@ -67,7 +67,7 @@ class ApiTest(harness.unittest.TestCase):
     def test_ready(self):
         st, body, h = self.srv.get("/ready")
         self.assertEqual(st, 200)
-        self.assertEqual(body, {"status": "ready"})
+        self.assertEqual(body["status"], "ready")
         self.assertTrue(h.get("content-type", "").startswith("application/json"), h)
 
     # --- create and get ---
@@ -319,6 +319,22 @@ class ApiTest(harness.unittest.TestCase):
         harness.assert_error(st, body, 409, "conflict")
         self.assertEqual(len(self.list_jobs("queue=" + q)["jobs"]), 2)
 
+    def test_idempotent_create_race(self):
+        import threading
+        req = {"strategy": "noop", "idempotency_key": uniq("race"), "payload": {"n": 1}}
+        answers = []
+
+        def post():
+            answers.append(self.srv.post("/api/v1/jobs", req)[:2])
+        threads = [threading.Thread(target=post) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        codes = sorted(st for st, _ in answers)
+        self.assertEqual(codes, [200] * 11 + [201], answers)
+        self.assertEqual(len({body["id"] for _, body in answers}), 1)
+
     def test_idempotency_key_twice_in_one_batch(self):
         q = uniq("idup")
         req = {"strategy": "noop", "queue": q, "idempotency_key": uniq("idem")}
@@ -373,7 +389,7 @@ class ApiTest(harness.unittest.TestCase):
         st, body, h = self.srv.get("/api/v1/jobs/%s/attempts" % job["id"])
         self.assertEqual(st, 200, body)
         self.assertTrue(h.get("content-type", "").startswith("application/json"), h)
-        self.assertEqual(body, {"attempts": []})
+        self.assertEqual(body["attempts"], [])
         st, body = self.srv.report(job["id"], "running", 1, worker_id="w-test:1")
         self.assertEqual(st, 200, body)
         rows = self.srv.attempts(job["id"])

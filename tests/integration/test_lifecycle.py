@@ -175,6 +175,27 @@ class RunTest(harness.unittest.TestCase):
         self.assertEqual(after["status"], "cancelled")
         self.assertEqual(after["attempts"], 1)
 
+    def test_retry_right_after_cancel_runs_a_new_attempt(self):
+        job = self.srv.submit("sleep", payload={"ms": 60000})
+        self.srv.wait_status(job["id"], "running")
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, body)
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/retry" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "queued")
+        again = self.srv.wait_status(job["id"], "running")
+        self.assertEqual(again["attempts"], 2)
+
+        def settled():
+            rows = self.srv.attempts(job["id"])
+            return rows if len(rows) == 2 and rows[0]["finished_at"] is not None else None
+        rows = harness.wait_until(settled, timeout=5, what="attempt 1 to end")
+        self.assertEqual([r["outcome"] for r in rows], ["cancelled", "running"])
+        # The first run's end must not touch the second.
+        self.assertEqual(self.srv.job(job["id"])["status"], "running")
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, body)
+
     def test_cancel_running_exec_kills_process_group(self):
         pidf = os.path.join(self.tmp, "pid")
         bgf = os.path.join(self.tmp, "bg")

@@ -238,6 +238,7 @@ static void test_request_rejects_bad_keys(void **state)
     big[JP_KEY_MAX + 1] = '\0';
     request_bad("{\"strategy\":\"noop\",\"key\":\"\"}", "field \"key\"");
     request_bad("{\"strategy\":\"noop\",\"key\":7}", "field \"key\"");
+    request_bad("{\"strategy\":\"noop\",\"key\":\"a\\u0000b\"}", "field \"key\"");
     snprintf(text, sizeof text, "{\"strategy\":\"noop\",\"key\":\"%s\"}", big);
     request_bad(text, "field \"key\"");
     request_bad("{\"strategy\":\"noop\",\"idempotency_key\":\"\"}", "field \"idempotency_key\"");

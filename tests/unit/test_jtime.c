@@ -4,8 +4,10 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -35,6 +37,40 @@ static void test_format_before_epoch(void **state)
     char buf[JP_TIME_STR_MAX];
     jp_time_format(-1, buf);
     assert_string_equal(buf, "1969-12-31T23:59:59.999Z");
+}
+
+/* The calendar arithmetic agrees with the C library, day by day over centuries. */
+static void test_format_agrees_with_gmtime(void **state)
+{
+    char buf[JP_TIME_STR_MAX], want[JP_TIME_STR_MAX + 16];
+    for (int64_t day = -719162; day < 2932896; day += 31) { /* 0001 to 9999 */
+        int64_t secs = day * 86400 + (day * 7919) % 86400;
+        time_t t = (time_t)secs;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.123Z", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        jp_time_format(secs * 1000 + 123, buf);
+        assert_string_equal(buf, want);
+        assert_int_equal(parse_ok(buf), secs * 1000 + 123);
+        assert_int_equal((int64_t)timegm(&tm), secs);
+    }
+}
+
+static void test_format_clamps_to_four_digit_years(void **state)
+{
+    char buf[JP_TIME_STR_MAX];
+    jp_time_format(INT64_MAX, buf);
+    assert_string_equal(buf, "9999-12-31T23:59:59.999Z");
+    jp_time_format(INT64_MIN, buf);
+    assert_string_equal(buf, "0000-01-01T00:00:00.000Z");
+    assert_int_equal(parse_ok("0000-01-01T00:00:00Z"), -62167219200000LL);
+    assert_int_equal(parse_ok("9999-12-31T23:59:59.999Z"), 253402300799999LL);
+}
+
+static void test_parse_leap_second(void **state)
+{
+    assert_int_equal(parse_ok("2016-12-31T23:59:60Z"), 1483228799999LL);
 }
 
 static void test_parse_utc(void **state)
@@ -118,6 +154,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_has_milliseconds_and_z),
         cmocka_unit_test(test_format_before_epoch),
+        cmocka_unit_test(test_format_agrees_with_gmtime),
+        cmocka_unit_test(test_format_clamps_to_four_digit_years),
+        cmocka_unit_test(test_parse_leap_second),
         cmocka_unit_test(test_parse_utc),
         cmocka_unit_test(test_parse_fraction_of_any_length),
         cmocka_unit_test(test_parse_offsets),

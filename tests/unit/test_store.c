@@ -1,1 +1,1260 @@
-/* placeholder */
+/* Unit tests of the job store over SQLite: schema, create and idempotency,
+ * listing, transitions and their attempt rows, threads, persistence. */
+#include "core/jtime.h"
+#include "core/mem.h"
+#include "store/store.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define T0 1764151200000LL /* 2025-11-26T10:00:00.000Z */
+
+typedef struct fixture {
+    char dir[64];
+    char *path;  /* the database file */
+    char *url;
+    jp_store *store;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = jp_xcalloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/jp-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->path = jp_xasprintf("%s/test.db", f->dir);
+    f->url = jp_xasprintf("sqlite://%s", f->path);
+    jp_err err;
+    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    jp_store_close(f->store);
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = jp_xasprintf("%s/%s", f->dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    assert_int_equal(rmdir(f->dir), 0);
+    free(f->path);
+    free(f->url);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static jp_job *make_job(const char *queue, const char *key, jp_status status)
+{
+    jp_job *j = jp_job_new();
+    jp_uuid7(j->id);
+    j->queue = jp_xstrdup(queue);
+    j->strategy = jp_xstrdup("noop");
+    j->key = jp_xstrdup(key);
+    j->status = status;
+    j->priority = JP_PRIO_NORMAL;
+    j->max_attempts = 3;
+    j->timeout_seconds = 30;
+    j->created_at_ms = j->updated_at_ms = T0;
+    return j;
+}
+
+static jp_job *make_idem(const char *idem, const char *hash)
+{
+    jp_job *j = make_job("default", NULL, JP_ST_QUEUED);
+    j->idempotency_key = jp_xstrdup(idem);
+    snprintf(j->request_hash, sizeof j->request_hash, "%s", hash);
+    return j;
+}
+
+/* Creates one job and returns its id in `id`; the job is freed. */
+static void create_one(jp_store *s, jp_job *j, char id[JP_UUID_STR_LEN + 1])
+{
+    jp_err err;
+    assert_int_equal(jp_store_create(s, &j, 1, NULL, &err), 0);
+    memcpy(id, j->id, JP_UUID_STR_LEN + 1);
+    jp_job_free(j);
+}
+
+static jp_job *get(jp_store *s, const char *id)
+{
+    jp_job *j = NULL;
+    jp_err err;
+    assert_int_equal(jp_store_get(s, id, &j, &err), 0);
+    return j;
+}
+
+static int64_t total(jp_store *s)
+{
+    int64_t counts[JP_ST__COUNT];
+    int64_t sum = 0;
+    jp_err err;
+    assert_int_equal(jp_store_counts(s, counts, &err), 0);
+    for (int i = 0; i < JP_ST__COUNT; i++)
+        sum += counts[i];
+    return sum;
+}
+
+static jp_event ev_of(jp_event_kind kind, int attempt, int64_t now)
+{
+    jp_event ev = {.kind = kind, .attempt = attempt, .now_ms = now, .to = JP_ST_QUEUED,
+                   .retryable = true};
+    return ev;
+}
+
+/* Applies one event; returns the op's rc (the transaction must commit). The
+ * op's job, if any, is freed. */
+static int apply1(jp_store *s, const char *id, jp_event ev, jp_store_op *out)
+{
+    jp_store_op op = {.ev = ev};
+    jp_err err;
+    snprintf(op.job_id, sizeof op.job_id, "%s", id);
+    assert_int_equal(jp_store_apply(s, &op, 1, &err), 0);
+    jp_job_free(op.job);
+    op.job = NULL;
+    if (out)
+        *out = op;
+    return op.rc;
+}
+
+static json_t *attempts_of(jp_store *s, const char *id)
+{
+    json_t *a = NULL;
+    jp_err err;
+    assert_int_equal(jp_store_attempts(s, id, &a, &err), 0);
+    assert_true(json_is_array(a));
+    return a;
+}
+
+static const char *attempt_str(json_t *arr, size_t i, const char *field)
+{
+    json_t *v = json_object_get(json_array_get(arr, i), field);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static void assert_str_eq_or_null(const char *a, const char *b)
+{
+    if (!a || !b)
+        assert_ptr_equal(a, b);
+    else
+        assert_string_equal(a, b);
+}
+
+static void assert_json_eq_or_null(const json_t *a, const json_t *b)
+{
+    if (!a || !b)
+        assert_ptr_equal(a, b);
+    else
+        assert_true(json_equal(a, b));
+}
+
+static void assert_jobs_equal(const jp_job *a, const jp_job *b)
+{
+    assert_string_equal(a->id, b->id);
+    assert_string_equal(a->queue, b->queue);
+    assert_string_equal(a->strategy, b->strategy);
+    assert_json_eq_or_null(a->payload, b->payload);
+    assert_int_equal(a->priority, b->priority);
+    assert_str_eq_or_null(a->key, b->key);
+    assert_int_equal(a->status, b->status);
+    assert_int_equal(a->attempts, b->attempts);
+    assert_int_equal(a->attempt_base, b->attempt_base);
+    assert_int_equal(a->max_attempts, b->max_attempts);
+    assert_int_equal(a->timeout_seconds, b->timeout_seconds);
+    assert_int_equal(a->run_at_ms, b->run_at_ms);
+    assert_str_eq_or_null(a->idempotency_key, b->idempotency_key);
+    assert_string_equal(a->request_hash, b->request_hash);
+    assert_json_eq_or_null(a->result, b->result);
+    assert_json_eq_or_null(a->error, b->error);
+    assert_str_eq_or_null(a->worker_id, b->worker_id);
+    assert_int_equal(a->created_at_ms, b->created_at_ms);
+    assert_int_equal(a->started_at_ms, b->started_at_ms);
+    assert_int_equal(a->completed_at_ms, b->completed_at_ms);
+    assert_int_equal(a->updated_at_ms, b->updated_at_ms);
+}
+
+/* Runs SQL straight on the database file, beside the store. */
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* ---- open and schema ------------------------------------------------------------- */
+
+static void test_open_migrates_once(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    assert_string_equal(jp_store_backend(f->store), "sqlite");
+    assert_int_equal(jp_store_ping(f->store, &err), 0);
+    jp_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    jp_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT MAX(version) FROM schema_version"), 1);
+    assert_int_equal(jp_store_ping(f->store, &err), 0);
+}
+
+static void test_open_uses_wal(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_open_refuses_newer_schema(void **state)
+{
+    fixture *f = *state;
+    jp_store *s = NULL;
+    jp_err err;
+    raw_exec(f->path, "INSERT INTO schema_version (version) VALUES (99)");
+    assert_int_equal(jp_store_open(f->url, &s, &err), JP_EUNAVAIL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "99"));
+}
+
+static void test_open_rejects_bad_urls(void **state)
+{
+    (void)state;
+    jp_store *s = NULL;
+    jp_err err;
+    assert_int_equal(jp_store_open("mysql://localhost/db", &s, &err), JP_EINVAL);
+    assert_non_null(strstr(err.msg, "mysql"));
+    assert_int_equal(jp_store_open("jobplane.db", &s, &err), JP_EINVAL);
+    assert_int_equal(jp_store_open("sqlite://", &s, &err), JP_EINVAL);
+    assert_int_equal(jp_store_open(NULL, &s, &err), JP_EINVAL);
+    assert_int_equal(jp_store_open("sqlite:///nonexistent-dir-jp/x/y.db", &s, &err),
+                     JP_EUNAVAIL);
+    assert_null(s);
+}
+
+static void test_open_relative_path(void **state)
+{
+    fixture *f = *state;
+    char cwd[4096];
+    jp_store *s = NULL;
+    jp_err err;
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(f->dir), 0);
+    assert_int_equal(jp_store_open("sqlite://./rel.db", &s, &err), 0);
+    jp_store_close(s);
+    s = NULL;
+    assert_int_equal(access("rel.db", F_OK), 0);
+    assert_int_equal(jp_store_open("sqlite://rel2.db", &s, &err), 0);
+    jp_store_close(s);
+    assert_int_equal(access("rel2.db", F_OK), 0);
+    assert_int_equal(chdir(cwd), 0);
+}
+
+/* ---- create and get ----------------------------------------------------------------- */
+
+static void test_create_get_round_trip(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    jp_job *j = make_job("emails", "example.com", JP_ST_RUNNING);
+    json_decref(j->payload);
+    j->payload = json_pack("{s:s, s:[i,i], s:{s:b}, s:n}", "url", "https://example.com/", "n",
+                           1, 2, "o", "deep", 1, "z");
+    j->priority = JP_PRIO_HIGH;
+    j->attempts = 2;
+    j->attempt_base = 1;
+    j->max_attempts = 5;
+    j->timeout_seconds = 77;
+    j->run_at_ms = T0 + 5;
+    j->idempotency_key = jp_xstrdup("order-42");
+    snprintf(j->request_hash, sizeof j->request_hash, "0123456789abcdef");
+    j->result = json_pack("{s:i}", "status", 200);
+    j->error = jp_error_json("boom", "it broke");
+    j->worker_id = jp_xstrdup("worker-a:1");
+    j->created_at_ms = T0;
+    j->started_at_ms = T0 + 1;
+    j->completed_at_ms = T0 + 2;
+    j->updated_at_ms = T0 + 3;
+    assert_int_equal(jp_store_create(f->store, &j, 1, NULL, &err), 0);
+    jp_job *got = get(f->store, j->id);
+    assert_jobs_equal(got, j);
+    jp_job_free(got);
+    jp_job_free(j);
+
+    /* And the unset fields come back unset. */
+    j = make_job("default", NULL, JP_ST_QUEUED);
+    j->created_at_ms = j->updated_at_ms = T0 + 10;
+    assert_int_equal(jp_store_create(f->store, &j, 1, NULL, &err), 0);
+    got = get(f->store, j->id);
+    assert_jobs_equal(got, j);
+    assert_null(got->key);
+    assert_null(got->result);
+    assert_null(got->error);
+    assert_null(got->worker_id);
+    assert_null(got->idempotency_key);
+    assert_string_equal(got->request_hash, "");
+    assert_true(json_is_null(got->payload));
+    assert_int_equal(got->run_at_ms, 0);
+    assert_int_equal(got->started_at_ms, 0);
+    jp_job_free(got);
+    jp_job_free(j);
+}
+
+static void test_get_missing_is_not_found(void **state)
+{
+    fixture *f = *state;
+    jp_job *j = NULL;
+    jp_err err;
+    assert_int_equal(jp_store_get(f->store, "01939a5e-7d1c-7f3a-9c2e-5b1d2a3c4e5f", &j, &err),
+                     JP_ENOTFOUND);
+    assert_null(j);
+    assert_non_null(strstr(err.msg, "01939a5e-7d1c-7f3a-9c2e-5b1d2a3c4e5f"));
+}
+
+static void test_unreadable_payload_loads_as_null(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    char *sql = jp_xasprintf("UPDATE jobs SET payload = '{not json', result = '[' WHERE id = '%s'",
+                             id);
+    raw_exec(f->path, sql);
+    free(sql);
+    jp_job *j = get(f->store, id);
+    assert_true(json_is_null(j->payload));
+    assert_null(j->result);
+    jp_job_free(j);
+}
+
+static void test_create_idempotent_same_hash_returns_stored(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    jp_job *first = make_idem("order-1", "aaaaaaaaaaaaaaaa");
+    char id[JP_UUID_STR_LEN + 1];
+    memcpy(id, first->id, sizeof id);
+    bool existed = true;
+    assert_int_equal(jp_store_create(f->store, &first, 1, &existed, &err), 0);
+    assert_false(existed);
+    jp_job_free(first);
+
+    jp_job *again = make_idem("order-1", "aaaaaaaaaaaaaaaa");
+    assert_string_not_equal(again->id, id);
+    assert_int_equal(jp_store_create(f->store, &again, 1, &existed, &err), 0);
+    assert_true(existed);
+    assert_string_equal(again->id, id);
+    assert_string_equal(again->idempotency_key, "order-1");
+    jp_job_free(again);
+    assert_int_equal(total(f->store), 1);
+}
+
+static void test_create_idempotent_other_hash_conflicts(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_idem("k", "aaaaaaaaaaaaaaaa"), id);
+
+    jp_job *batch[2] = {make_job("default", NULL, JP_ST_QUEUED),
+                        make_idem("k", "bbbbbbbbbbbbbbbb")};
+    jp_job *orig[2] = {batch[0], batch[1]};
+    bool existed[2] = {true, true};
+    assert_int_equal(jp_store_create(f->store, batch, 2, existed, &err), JP_ECONFLICT);
+    assert_string_equal(err.msg, "idempotency key \"k\" was used with a different request");
+    /* Nothing inserted, nothing replaced, nothing written to existed. */
+    assert_ptr_equal(batch[0], orig[0]);
+    assert_ptr_equal(batch[1], orig[1]);
+    assert_true(existed[0]);
+    assert_int_equal(total(f->store), 1);
+    jp_job *j = NULL;
+    assert_int_equal(jp_store_get(f->store, batch[0]->id, &j, &err), JP_ENOTFOUND);
+    jp_job_free(batch[0]);
+    jp_job_free(batch[1]);
+}
+
+static void test_create_batch_repeated_key_resolves_to_first(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    jp_job *batch[3] = {make_idem("dup", "cccccccccccccccc"),
+                        make_job("default", NULL, JP_ST_QUEUED),
+                        make_idem("dup", "cccccccccccccccc")};
+    bool existed[3];
+    assert_int_equal(jp_store_create(f->store, batch, 3, existed, &err), 0);
+    assert_false(existed[0]);
+    assert_false(existed[1]);
+    assert_true(existed[2]);
+    assert_string_equal(batch[2]->id, batch[0]->id);
+    assert_int_equal(total(f->store), 2);
+    for (int i = 0; i < 3; i++)
+        jp_job_free(batch[i]);
+
+    jp_job *bad[2] = {make_idem("dup2", "1111111111111111"), make_idem("dup2", "2222222222222222")};
+    assert_int_equal(jp_store_create(f->store, bad, 2, NULL, &err), JP_ECONFLICT);
+    assert_int_equal(total(f->store), 2);
+    jp_job_free(bad[0]);
+    jp_job_free(bad[1]);
+}
+
+static void test_create_batch_is_atomic(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    jp_job *batch[3] = {make_job("default", NULL, JP_ST_QUEUED),
+                        make_job("default", NULL, JP_ST_QUEUED),
+                        make_job("default", NULL, JP_ST_QUEUED)};
+    memcpy(batch[2]->id, id, sizeof id);  /* the third collides with a stored job */
+    assert_int_equal(jp_store_create(f->store, batch, 3, NULL, &err), JP_ECONFLICT);
+    assert_int_equal(total(f->store), 1);
+    jp_job *j = NULL;
+    assert_int_equal(jp_store_get(f->store, batch[0]->id, &j, &err), JP_ENOTFOUND);
+
+    /* A job the store could not read back is refused before anything is written. */
+    jp_uuid7(batch[2]->id);
+    batch[1]->status = (jp_status)42;
+    assert_int_equal(jp_store_create(f->store, batch, 3, NULL, &err), JP_EINVAL);
+    assert_int_equal(total(f->store), 1);
+    batch[1]->status = JP_ST_QUEUED;
+
+    /* A good batch goes in whole. */
+    assert_int_equal(jp_store_create(f->store, batch, 3, NULL, &err), 0);
+    assert_int_equal(total(f->store), 4);
+    for (int i = 0; i < 3; i++)
+        jp_job_free(batch[i]);
+}
+
+/* ---- list, counts, scan --------------------------------------------------------------- */
+
+/* 40 jobs: queue q0/q1, key k0..k3, status queued/completed/failed by index. */
+static void seed_list(jp_store *s, char ids[40][JP_UUID_STR_LEN + 1])
+{
+    static const jp_status sts[] = {JP_ST_QUEUED, JP_ST_COMPLETED, JP_ST_FAILED};
+    jp_job *jobs[40];
+    jp_err err;
+    for (int i = 0; i < 40; i++) {
+        char q[8], k[8];
+        snprintf(q, sizeof q, "q%d", i % 2);
+        snprintf(k, sizeof k, "k%d", i % 4);
+        jobs[i] = make_job(q, k, sts[i % 3]);
+        memcpy(ids[i], jobs[i]->id, JP_UUID_STR_LEN + 1);
+    }
+    assert_int_equal(jp_store_create(s, jobs, 40, NULL, &err), 0);
+    for (int i = 0; i < 40; i++)
+        jp_job_free(jobs[i]);
+}
+
+static size_t list_ids(jp_store *s, jp_list_filter flt, char **out_cursor, jp_job ***out)
+{
+    jp_job **jobs = NULL;
+    size_t n = 99;
+    char *cursor = (char *)"unset";
+    jp_err err;
+    assert_int_equal(jp_store_list(s, &flt, &jobs, &n, &cursor, &err), 0);
+    *out = jobs;
+    *out_cursor = cursor;
+    return n;
+}
+
+static void test_list_newest_first_with_filters(void **state)
+{
+    fixture *f = *state;
+    char ids[40][JP_UUID_STR_LEN + 1];
+    seed_list(f->store, ids);
+
+    struct {
+        int status;
+        const char *queue, *key;
+    } cases[] = {
+        {-1, NULL, NULL}, {JP_ST_FAILED, NULL, NULL}, {-1, "q1", NULL}, {-1, NULL, "k2"},
+        {JP_ST_QUEUED, "q0", NULL}, {JP_ST_COMPLETED, NULL, "k1"}, {-1, "q0", "k2"},
+        {JP_ST_QUEUED, "q0", "k0"}, {JP_ST_CANCELLED, NULL, NULL}, {-1, "nope", NULL},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        jp_list_filter flt = {.status = cases[c].status, .queue = cases[c].queue,
+                              .key = cases[c].key, .limit = 1000};
+        jp_job **jobs;
+        char *cursor;
+        size_t n = list_ids(f->store, flt, &cursor, &jobs);
+        /* Expected: matching seeds, newest (highest index) first. */
+        size_t want = 0;
+        for (int i = 39; i >= 0; i--) {
+            static const jp_status sts[] = {JP_ST_QUEUED, JP_ST_COMPLETED, JP_ST_FAILED};
+            char q[8], k[8];
+            snprintf(q, sizeof q, "q%d", i % 2);
+            snprintf(k, sizeof k, "k%d", i % 4);
+            if (cases[c].status >= 0 && (int)sts[i % 3] != cases[c].status)
+                continue;
+            if (cases[c].queue && strcmp(cases[c].queue, q) != 0)
+                continue;
+            if (cases[c].key && strcmp(cases[c].key, k) != 0)
+                continue;
+            assert_true(want < n);
+            assert_string_equal(jobs[want]->id, ids[i]);
+            want++;
+        }
+        assert_int_equal(n, want);
+        assert_null(cursor);
+        jp_jobs_free(jobs, n);
+    }
+}
+
+static void test_list_cursor_pages_without_gaps(void **state)
+{
+    fixture *f = *state;
+    char ids[40][JP_UUID_STR_LEN + 1];
+    seed_list(f->store, ids);
+
+    /* All 40 by 7: 7,7,7,7,7,5; and queue q1 (20) by 5: 5,5,5,5 then empty. */
+    struct {
+        const char *queue;
+        size_t limit;
+        int step;
+        size_t pages;
+    } cases[] = {{NULL, 7, 1, 6}, {"q1", 5, 2, 5}};
+    for (size_t c = 0; c < 2; c++) {
+        char *cursor = NULL;
+        size_t seen = 0, pages = 0;
+        int next = 39;
+        if (cases[c].queue)
+            next = 39;  /* the q1 jobs are the odd indexes */
+        do {
+            jp_list_filter flt = {.status = -1, .queue = cases[c].queue, .cursor = cursor,
+                                  .limit = cases[c].limit};
+            jp_job **jobs;
+            char *nc;
+            size_t n = list_ids(f->store, flt, &nc, &jobs);
+            for (size_t i = 0; i < n; i++) {
+                assert_string_equal(jobs[i]->id, ids[next]);
+                next -= cases[c].step;
+                seen++;
+            }
+            if (n == cases[c].limit)
+                assert_string_equal(nc, jobs[n - 1]->id);
+            else
+                assert_null(nc);
+            jp_jobs_free(jobs, n);
+            free(cursor);
+            cursor = nc;
+            pages++;
+        } while (cursor);
+        assert_int_equal(seen, cases[c].queue ? 20 : 40);
+        assert_int_equal(pages, cases[c].pages);
+    }
+}
+
+static void test_list_rejects_bad_limit(void **state)
+{
+    fixture *f = *state;
+    jp_job **jobs = NULL;
+    size_t n = 0;
+    char *cursor = NULL;
+    jp_err err;
+    jp_list_filter flt = {.status = -1, .limit = 0};
+    assert_int_equal(jp_store_list(f->store, &flt, &jobs, &n, &cursor, &err), JP_EINVAL);
+    flt.limit = 1001;
+    assert_int_equal(jp_store_list(f->store, &flt, &jobs, &n, &cursor, &err), JP_EINVAL);
+    flt.limit = 10;
+    flt.status = 42;
+    assert_int_equal(jp_store_list(f->store, &flt, &jobs, &n, &cursor, &err), JP_EINVAL);
+    assert_null(jobs);
+}
+
+static void test_counts_by_status(void **state)
+{
+    fixture *f = *state;
+    char ids[40][JP_UUID_STR_LEN + 1];
+    int64_t counts[JP_ST__COUNT];
+    jp_err err;
+    assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
+    for (int i = 0; i < JP_ST__COUNT; i++)
+        assert_int_equal(counts[i], 0);
+    seed_list(f->store, ids);
+    assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
+    assert_int_equal(counts[JP_ST_QUEUED], 14);
+    assert_int_equal(counts[JP_ST_COMPLETED], 13);
+    assert_int_equal(counts[JP_ST_FAILED], 13);
+    assert_int_equal(counts[JP_ST_RUNNING], 0);
+    assert_int_equal(counts[JP_ST_PENDING], 0);
+}
+
+static void test_scan_by_status_ascending(void **state)
+{
+    fixture *f = *state;
+    char ids[40][JP_UUID_STR_LEN + 1];
+    jp_err err;
+    seed_list(f->store, ids);
+    /* queued are indexes 0, 3, 6, … 39: 14 of them, read 5 at a time. */
+    char after[JP_UUID_STR_LEN + 1] = "";
+    int next = 0, calls = 0;
+    for (;;) {
+        jp_job **jobs = NULL;
+        size_t n = 0;
+        assert_int_equal(jp_store_scan(f->store, JP_ST_QUEUED, after[0] ? after : NULL, 5, &jobs,
+                                       &n, &err),
+                         0);
+        calls++;
+        for (size_t i = 0; i < n; i++) {
+            assert_string_equal(jobs[i]->id, ids[next]);
+            assert_int_equal(jobs[i]->status, JP_ST_QUEUED);
+            next += 3;
+        }
+        if (n)
+            memcpy(after, jobs[n - 1]->id, sizeof after);
+        jp_jobs_free(jobs, n);
+        if (n < 5)
+            break;
+    }
+    assert_int_equal(next, 42);
+    assert_int_equal(calls, 3);
+}
+
+/* ---- transitions ------------------------------------------------------------------------- */
+
+static void test_apply_full_lifecycle(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_store_op op;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+
+    jp_event ev = ev_of(JP_EV_START, 1, T0 + 100);
+    ev.worker_id = "w1";
+    assert_int_equal(apply1(f->store, id, ev, &op), 0);
+    assert_int_equal(op.before, JP_ST_QUEUED);
+    assert_int_equal(op.after, JP_ST_RUNNING);
+    assert_false(op.refused);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_RUNNING);
+    assert_int_equal(j->attempts, 1);
+    assert_string_equal(j->worker_id, "w1");
+    assert_int_equal(j->started_at_ms, T0 + 100);
+    assert_int_equal(j->updated_at_ms, T0 + 100);
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "running");
+    assert_string_equal(attempt_str(a, 0, "worker_id"), "w1");
+    assert_string_equal(attempt_str(a, 0, "started_at"), "2025-11-26T10:00:00.100Z");
+    assert_true(json_is_null(json_object_get(json_array_get(a, 0), "finished_at")));
+    assert_true(json_is_null(json_object_get(json_array_get(a, 0), "duration_ms")));
+    json_decref(a);
+
+    json_t *result = json_pack("{s:i}", "status", 200);
+    ev = ev_of(JP_EV_COMPLETE, 1, T0 + 350);
+    ev.result = result;
+    assert_int_equal(apply1(f->store, id, ev, &op), 0);
+    assert_int_equal(op.after, JP_ST_COMPLETED);
+    j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_COMPLETED);
+    assert_true(json_equal(j->result, result));
+    assert_null(j->error);
+    assert_int_equal(j->completed_at_ms, T0 + 350);
+    assert_int_equal(j->started_at_ms, T0 + 100);
+    assert_string_equal(j->worker_id, "w1");
+    jp_job_free(j);
+    json_decref(result);
+
+    a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 1);
+    json_t *a0 = json_array_get(a, 0);
+    assert_int_equal(json_integer_value(json_object_get(a0, "attempt")), 1);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "completed");
+    assert_string_equal(attempt_str(a, 0, "finished_at"), "2025-11-26T10:00:00.350Z");
+    assert_int_equal(json_integer_value(json_object_get(a0, "duration_ms")), 250);
+    assert_true(json_is_null(json_object_get(a0, "error")));
+    json_decref(a);
+}
+
+static void test_apply_stale_attempt_changes_nothing(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_store_op op;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    jp_event ev = ev_of(JP_EV_START, 1, T0 + 1);
+    ev.worker_id = "w1";
+    assert_int_equal(apply1(f->store, id, ev, NULL), 0);
+    ev = ev_of(JP_EV_START, 2, T0 + 2);  /* lease take-over: attempt 2 runs */
+    ev.worker_id = "w2";
+    assert_int_equal(apply1(f->store, id, ev, NULL), 0);
+
+    jp_job *before = get(f->store, id);
+    json_t *abefore = attempts_of(f->store, id);
+    json_t *result = json_pack("{s:b}", "late", 1);
+    ev = ev_of(JP_EV_COMPLETE, 1, T0 + 3);  /* the first worker, too late */
+    ev.result = result;
+    assert_int_equal(apply1(f->store, id, ev, &op), JP_ECONFLICT);
+    assert_int_equal(op.err.code, JP_ECONFLICT);
+    assert_true(op.err.msg[0] != '\0');
+    assert_int_equal(op.before, JP_ST_RUNNING);
+    jp_job *after = get(f->store, id);
+    json_t *aafter = attempts_of(f->store, id);
+    assert_jobs_equal(before, after);
+    assert_true(json_equal(abefore, aafter));
+    assert_int_equal(json_array_size(aafter), 2);
+    assert_string_equal(attempt_str(aafter, 0, "outcome"), "lost");
+    assert_string_equal(attempt_str(aafter, 1, "outcome"), "running");
+    json_decref(result);
+    json_decref(abefore);
+    json_decref(aafter);
+    jp_job_free(before);
+    jp_job_free(after);
+}
+
+static void test_apply_report_for_terminal_job_refused(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_COMPLETE, 1, T0 + 2), NULL), 0);
+    jp_job *before = get(f->store, id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_FAIL, 1, T0 + 3), NULL), JP_ECONFLICT);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_CANCEL, 0, T0 + 4), NULL), JP_ECONFLICT);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 2, T0 + 5), NULL), JP_ECONFLICT);
+    jp_job *after = get(f->store, id);
+    assert_jobs_equal(before, after);
+    jp_job_free(before);
+    jp_job_free(after);
+}
+
+static void test_apply_fail_schedules_retry_and_promote_due_queues_it(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 10), NULL), 0);
+    json_t *error = jp_error_json("http_status", "got 500");
+    jp_event ev = ev_of(JP_EV_FAIL, 1, T0 + 20);
+    ev.error = error;
+    ev.backoff_ms = 1000;
+    jp_store_op op;
+    assert_int_equal(apply1(f->store, id, ev, &op), 0);
+    assert_int_equal(op.after, JP_ST_SCHEDULED);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_SCHEDULED);
+    assert_int_equal(j->run_at_ms, T0 + 1020);
+    assert_true(json_equal(j->error, error));
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "failed");
+    assert_true(json_equal(json_object_get(json_array_get(a, 0), "error"), error));
+    json_decref(a);
+    json_decref(error);
+
+    /* Not due yet. */
+    jp_job **jobs = NULL;
+    size_t n = 9;
+    int64_t next = 0;
+    assert_int_equal(
+        jp_store_promote_due(f->store, T0 + 1019, JP_ST_QUEUED, 10, &jobs, &n, &next, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(next, T0 + 1020);
+    jp_jobs_free(jobs, n);
+
+    assert_int_equal(
+        jp_store_promote_due(f->store, T0 + 1020, JP_ST_QUEUED, 10, &jobs, &n, &next, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(jobs[0]->id, id);
+    assert_int_equal(jobs[0]->status, JP_ST_QUEUED);
+    assert_int_equal(jobs[0]->run_at_ms, 0);
+    assert_int_equal(jobs[0]->updated_at_ms, T0 + 1020);
+    assert_int_equal(next, 0);
+    jp_jobs_free(jobs, n);
+    j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_QUEUED);
+    jp_job_free(j);
+
+    /* The second attempt runs. */
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 2, T0 + 2000), NULL), 0);
+}
+
+static void test_promote_due_respects_limit_and_order(void **state)
+{
+    fixture *f = *state;
+    jp_err err;
+    jp_job *jobs_in[5];
+    for (int i = 0; i < 5; i++) {
+        jobs_in[i] = make_job("default", NULL, JP_ST_SCHEDULED);
+        jobs_in[i]->run_at_ms = T0 + 100 - i;  /* later ids are due earlier */
+    }
+    assert_int_equal(jp_store_create(f->store, jobs_in, 5, NULL, &err), 0);
+    jp_job **jobs = NULL;
+    size_t n = 0;
+    int64_t next = 0;
+    assert_int_equal(
+        jp_store_promote_due(f->store, T0 + 1000, JP_ST_PENDING, 2, &jobs, &n, &next, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(jobs[0]->id, jobs_in[4]->id);
+    assert_string_equal(jobs[1]->id, jobs_in[3]->id);
+    assert_int_equal(jobs[0]->status, JP_ST_PENDING);
+    assert_int_equal(next, T0 + 98);
+    jp_jobs_free(jobs, n);
+    int64_t counts[JP_ST__COUNT];
+    assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
+    assert_int_equal(counts[JP_ST_SCHEDULED], 3);
+    assert_int_equal(counts[JP_ST_PENDING], 2);
+    for (int i = 0; i < 5; i++)
+        jp_job_free(jobs_in[i]);
+    assert_int_equal(
+        jp_store_promote_due(f->store, T0 + 1000, JP_ST_RUNNING, 2, &jobs, &n, &next, &err),
+        JP_EINVAL);
+}
+
+static void test_apply_fail_exhausts_attempts(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_job *j = make_job("default", NULL, JP_ST_QUEUED);
+    j->max_attempts = 2;
+    create_one(f->store, j, id);
+    for (int n = 1; n <= 2; n++) {
+        jp_store_op op;
+        assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, n, T0 + n * 10), NULL), 0);
+        assert_int_equal(apply1(f->store, id, ev_of(JP_EV_FAIL, n, T0 + n * 10 + 1), &op), 0);
+        assert_int_equal(op.after, n == 1 ? JP_ST_SCHEDULED : JP_ST_FAILED);
+        if (n == 1)
+            assert_int_equal(apply1(f->store, id, ev_of(JP_EV_DUE, 0, T0 + 15), NULL), 0);
+    }
+    j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_FAILED);
+    assert_int_equal(j->attempts, 2);
+    assert_int_equal(j->completed_at_ms, T0 + 21);
+    assert_int_equal(j->run_at_ms, 0);
+    assert_non_null(j->error);
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(attempt_str(a, 1, "outcome"), "failed");
+    json_decref(a);
+}
+
+static void test_apply_cancel_running_closes_attempt(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    jp_store_op op;
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_CANCEL, 0, T0 + 9), &op), 0);
+    assert_int_equal(op.before, JP_ST_RUNNING);
+    assert_int_equal(op.after, JP_ST_CANCELLED);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_CANCELLED);
+    assert_int_equal(j->completed_at_ms, T0 + 9);
+    assert_string_equal(json_string_value(json_object_get(j->error, "code")), "cancelled");
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "cancelled");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 0), "duration_ms")), 8);
+    json_decref(a);
+    /* A late report of the cancelled attempt is refused. */
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_COMPLETE, 1, T0 + 10), NULL), JP_ECONFLICT);
+}
+
+static void test_apply_retry_failed_keeps_history(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    jp_event ev = ev_of(JP_EV_FAIL, 1, T0 + 2);
+    ev.retryable = false;
+    assert_int_equal(apply1(f->store, id, ev, NULL), 0);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_FAILED);
+    jp_job_free(j);
+
+    jp_store_op op;
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_RETRY, 0, T0 + 3), &op), 0);
+    assert_int_equal(op.before, JP_ST_FAILED);
+    assert_int_equal(op.after, JP_ST_QUEUED);
+    j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_QUEUED);
+    assert_int_equal(j->attempt_base, 1);
+    assert_int_equal(j->attempts, 1);
+    assert_int_equal(j->completed_at_ms, 0);
+    assert_null(j->error);
+    jp_job_free(j);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 2, T0 + 4), NULL), 0);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "failed");
+    assert_string_equal(attempt_str(a, 1, "outcome"), "running");
+    json_decref(a);
+}
+
+static void test_apply_poison_start_fails_crashed_worker(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);  /* max_attempts 3 */
+    jp_store_op op;
+    for (int n = 1; n <= 3; n++) {
+        assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, n, T0 + n), &op), 0);
+        assert_false(op.refused);
+        assert_int_equal(op.after, JP_ST_RUNNING);
+    }
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 4, T0 + 4), &op), 0);
+    assert_true(op.refused);
+    assert_int_equal(op.err.code, JP_ECONFLICT);
+    assert_int_equal(op.after, JP_ST_FAILED);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_FAILED);
+    assert_string_equal(json_string_value(json_object_get(j->error, "code")), "crashed_worker");
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 3);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "lost");
+    assert_string_equal(attempt_str(a, 1, "outcome"), "lost");
+    assert_string_equal(attempt_str(a, 2, "outcome"), "crashed");
+    json_decref(a);
+    /* It never cycles: a further delivery is refused. */
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 5, T0 + 5), NULL), JP_ECONFLICT);
+}
+
+static void test_apply_close_of_unrecorded_start_adds_row(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    /* Claimed by w0 whose START never reached the database's attempts. */
+    jp_job *j = make_job("default", NULL, JP_ST_RUNNING);
+    j->attempts = 1;
+    j->started_at_ms = T0 + 5;
+    j->worker_id = jp_xstrdup("w0");
+    create_one(f->store, j, id);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 0);
+    json_decref(a);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_COMPLETE, 1, T0 + 50), NULL), 0);
+    a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "completed");
+    assert_string_equal(attempt_str(a, 0, "worker_id"), "w0");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 0), "duration_ms")), 45);
+    json_decref(a);
+}
+
+static void test_apply_want_job_returns_updated_job(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    jp_store_op op = {.want_job = true, .ev = ev_of(JP_EV_START, 1, T0 + 7)};
+    op.ev.worker_id = "w9";
+    memcpy(op.job_id, id, sizeof op.job_id);
+    assert_int_equal(jp_store_apply(f->store, &op, 1, &err), 0);
+    assert_int_equal(op.rc, 0);
+    assert_non_null(op.job);
+    assert_int_equal(op.job->status, JP_ST_RUNNING);
+    assert_string_equal(op.job->worker_id, "w9");
+    assert_int_equal(op.job->updated_at_ms, T0 + 7);
+    jp_job *j = get(f->store, id);
+    assert_jobs_equal(op.job, j);
+    jp_job_free(j);
+    jp_job_free(op.job);
+
+    /* On a conflict the job comes back as it stands. */
+    jp_store_op bad = {.want_job = true, .ev = ev_of(JP_EV_COMPLETE, 3, T0 + 8)};
+    memcpy(bad.job_id, id, sizeof bad.job_id);
+    assert_int_equal(jp_store_apply(f->store, &bad, 1, &err), 0);
+    assert_int_equal(bad.rc, JP_ECONFLICT);
+    assert_non_null(bad.job);
+    assert_int_equal(bad.job->status, JP_ST_RUNNING);
+    jp_job_free(bad.job);
+}
+
+static void test_apply_batch_in_order_and_isolated(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    jp_store_op ops[4] = {
+        {.ev = ev_of(JP_EV_START, 1, T0 + 1)},
+        {.ev = ev_of(JP_EV_START, 1, T0 + 2)},  /* missing job */
+        {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + 3)},
+        {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + 4)},  /* now terminal */
+    };
+    memcpy(ops[0].job_id, id, sizeof id);
+    snprintf(ops[1].job_id, sizeof ops[1].job_id, "01939a5e-7d1c-7f3a-9c2e-5b1d2a3c4e5f");
+    memcpy(ops[2].job_id, id, sizeof id);
+    memcpy(ops[3].job_id, id, sizeof id);
+    assert_int_equal(jp_store_apply(f->store, ops, 4, &err), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, JP_ENOTFOUND);
+    assert_int_equal(ops[2].rc, 0);
+    assert_int_equal(ops[2].before, JP_ST_RUNNING);
+    assert_int_equal(ops[2].after, JP_ST_COMPLETED);
+    assert_int_equal(ops[3].rc, JP_ECONFLICT);
+    assert_int_equal(ops[3].before, JP_ST_COMPLETED);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_COMPLETED);
+    assert_int_equal(j->completed_at_ms, T0 + 3);
+    jp_job_free(j);
+}
+
+static void test_apply_failed_transaction_changes_nothing(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    /* The database refuses the second op's write half-way through. */
+    raw_exec(f->path, "CREATE TRIGGER no_complete BEFORE UPDATE ON jobs"
+                      " WHEN NEW.status = 'completed'"
+                      " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    jp_store_op ops[2] = {{.ev = ev_of(JP_EV_START, 1, T0 + 1), .want_job = true},
+                          {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + 2)}};
+    memcpy(ops[0].job_id, id, sizeof id);
+    memcpy(ops[1].job_id, id, sizeof id);
+    assert_int_equal(jp_store_apply(f->store, ops, 2, &err), JP_EUNAVAIL);
+    assert_int_equal(err.code, JP_EUNAVAIL);
+    assert_non_null(strstr(err.msg, "disk on fire"));
+    assert_int_equal(ops[0].rc, JP_EUNAVAIL);
+    assert_null(ops[0].job);
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_QUEUED);
+    assert_int_equal(j->attempts, 0);
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 0);
+    json_decref(a);
+
+    /* The store is still usable afterwards. */
+    raw_exec(f->path, "DROP TRIGGER no_complete");
+    assert_int_equal(jp_store_apply(f->store, ops, 2, NULL), 0);
+    assert_int_equal(ops[1].rc, 0);
+    assert_int_equal(ops[1].after, JP_ST_COMPLETED);
+    jp_job_free(ops[0].job);
+}
+
+static void test_attempts_of_missing_job_not_found(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    json_t *a = NULL;
+    jp_err err;
+    assert_int_equal(
+        jp_store_attempts(f->store, "01939a5e-7d1c-7f3a-9c2e-5b1d2a3c4e5f", &a, &err),
+        JP_ENOTFOUND);
+    assert_null(a);
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    a = attempts_of(f->store, id);
+    assert_int_equal(json_array_size(a), 0);
+    json_decref(a);
+}
+
+/* ---- threads and persistence --------------------------------------------------------------- */
+
+#define THREADS 4
+#define PER_THREAD 40
+
+typedef struct thread_arg {
+    jp_store *store;
+    int index;
+    int failures;
+} thread_arg;
+
+static void *hammer(void *p)
+{
+    thread_arg *t = p;
+    jp_err err;
+    for (int i = 0; i < PER_THREAD; i++) {
+        jp_job *j = make_job(t->index % 2 ? "odd" : "even", NULL, JP_ST_QUEUED);
+        char id[JP_UUID_STR_LEN + 1];
+        memcpy(id, j->id, sizeof id);
+        if (jp_store_create(t->store, &j, 1, NULL, &err) != 0)
+            t->failures++;
+        jp_job_free(j);
+        jp_store_op ops[2] = {{.ev = ev_of(JP_EV_START, 1, T0 + i)},
+                              {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + i + 1)}};
+        memcpy(ops[0].job_id, id, sizeof id);
+        memcpy(ops[1].job_id, id, sizeof id);
+        /* The two halves of the lifecycle in separate transactions. */
+        if (jp_store_apply(t->store, &ops[0], 1, &err) != 0 || ops[0].rc != 0)
+            t->failures++;
+        jp_job *got = NULL;
+        if (jp_store_get(t->store, id, &got, &err) != 0 || got->status != JP_ST_RUNNING)
+            t->failures++;
+        jp_job_free(got);
+        if (jp_store_apply(t->store, &ops[1], 1, &err) != 0 || ops[1].rc != 0)
+            t->failures++;
+        int64_t counts[JP_ST__COUNT];
+        if (jp_store_counts(t->store, counts, &err) != 0)
+            t->failures++;
+        jp_list_filter flt = {.status = -1, .limit = 10};
+        jp_job **jobs = NULL;
+        size_t n = 0;
+        char *cursor = NULL;
+        if (jp_store_list(t->store, &flt, &jobs, &n, &cursor, &err) != 0 || n == 0)
+            t->failures++;
+        jp_jobs_free(jobs, n);
+        free(cursor);
+    }
+    return NULL;
+}
+
+static void test_concurrent_threads_stay_consistent(void **state)
+{
+    fixture *f = *state;
+    pthread_t th[THREADS];
+    thread_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (thread_arg){.store = f->store, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].failures, 0);
+    }
+    int64_t counts[JP_ST__COUNT];
+    jp_err err;
+    assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
+    assert_int_equal(counts[JP_ST_COMPLETED], THREADS * PER_THREAD);
+    assert_int_equal(total(f->store), THREADS * PER_THREAD);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM attempts WHERE outcome = 'completed'"),
+                     THREADS * PER_THREAD);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    jp_job *j = make_job("default", "tenant-1", JP_ST_QUEUED);
+    json_decref(j->payload);
+    j->payload = json_pack("{s:i}", "ms", 250);
+    create_one(f->store, j, id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_COMPLETE, 1, T0 + 2), NULL), 0);
+    jp_job *before = get(f->store, id);
+    json_t *abefore = attempts_of(f->store, id);
+
+    jp_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    jp_job *after = get(f->store, id);
+    json_t *aafter = attempts_of(f->store, id);
+    assert_jobs_equal(before, after);
+    assert_true(json_equal(abefore, aafter));
+    assert_int_equal(total(f->store), 1);
+    jp_job_free(before);
+    jp_job_free(after);
+    json_decref(abefore);
+    json_decref(aafter);
+}
+
+static void test_memory_database_works(void **state)
+{
+    (void)state;
+    jp_store *s = NULL;
+    jp_err err;
+    char id[JP_UUID_STR_LEN + 1];
+    assert_int_equal(jp_store_open("sqlite://:memory:", &s, &err), 0);
+    assert_int_equal(jp_store_ping(s, &err), 0);
+    create_one(s, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(s, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    jp_job *j = get(s, id);
+    assert_int_equal(j->status, JP_ST_RUNNING);
+    jp_job_free(j);
+    json_t *a = attempts_of(s, id);
+    assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+    assert_int_equal(total(s), 1);
+    jp_store_close(s);
+    /* A second in-memory store is a different, empty database. */
+    assert_int_equal(jp_store_open("sqlite://:memory:", &s, &err), 0);
+    assert_int_equal(total(s), 0);
+    jp_store_close(s);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_open_migrates_once),
+        T(test_open_uses_wal),
+        T(test_open_refuses_newer_schema),
+        cmocka_unit_test(test_open_rejects_bad_urls),
+        T(test_open_relative_path),
+        T(test_create_get_round_trip),
+        T(test_get_missing_is_not_found),
+        T(test_unreadable_payload_loads_as_null),
+        T(test_create_idempotent_same_hash_returns_stored),
+        T(test_create_idempotent_other_hash_conflicts),
+        T(test_create_batch_repeated_key_resolves_to_first),
+        T(test_create_batch_is_atomic),
+        T(test_list_newest_first_with_filters),
+        T(test_list_cursor_pages_without_gaps),
+        T(test_list_rejects_bad_limit),
+        T(test_counts_by_status),
+        T(test_scan_by_status_ascending),
+        T(test_apply_full_lifecycle),
+        T(test_apply_stale_attempt_changes_nothing),
+        T(test_apply_report_for_terminal_job_refused),
+        T(test_apply_fail_schedules_retry_and_promote_due_queues_it),
+        T(test_promote_due_respects_limit_and_order),
+        T(test_apply_fail_exhausts_attempts),
+        T(test_apply_cancel_running_closes_attempt),
+        T(test_apply_retry_failed_keeps_history),
+        T(test_apply_poison_start_fails_crashed_worker),
+        T(test_apply_close_of_unrecorded_start_adds_row),
+        T(test_apply_want_job_returns_updated_job),
+        T(test_apply_batch_in_order_and_isolated),
+        T(test_apply_failed_transaction_changes_nothing),
+        T(test_attempts_of_missing_job_not_found),
+        T(test_concurrent_threads_stay_consistent),
+        T(test_reopen_keeps_everything),
+        cmocka_unit_test(test_memory_database_works),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
