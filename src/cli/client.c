@@ -196,7 +196,7 @@ int jp_client_request(jp_client *c, const char *method, const char *path, const 
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
     if (out.buf.len > 0)
-        parsed = json_loadb(out.buf.data, out.buf.len, JSON_DECODE_ANY, NULL);
+        parsed = json_loadb(out.buf.data, out.buf.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     *ret_status = status;
     *ret_body = parsed;
 out:

@@ -16,16 +16,16 @@
 #define MAX_STRATEGIES 64
 
 typedef struct entry {
-    jp_strategy s;  /* a copy; s.name is borrowed from whoever registered */
-    bool enabled;   /* built-ins may be registered but switched off */
+    jp_strategy s; /* a copy; s.name is borrowed from whoever registered */
+    bool enabled;  /* built-ins may be registered but switched off */
 } entry;
 
 struct jp_engine {
-    pthread_rwlock_t lock;  /* guards entries, n, names, retired */
+    pthread_rwlock_t lock; /* guards entries, n, names, retired */
     entry entries[MAX_STRATEGIES];
     size_t n;
-    char *names;     /* enabled names, comma-separated */
-    char **retired;  /* earlier names strings: callers may still hold them */
+    char *names;    /* enabled names, comma-separated */
+    char **retired; /* earlier names strings: callers may still hold them */
     size_t n_retired;
     jp_exec_conf exec;
     jp_http_conf http;
@@ -283,7 +283,8 @@ int jp_engine_new(const jp_engine_config *cfg, jp_engine **ret_engine, jp_err *e
 
     e = jp_xcalloc(1, sizeof *e);
     pthread_rwlock_init(&e->lock, NULL);
-    e->exec.max_output = cfg->max_output_bytes ? cfg->max_output_bytes : JP_ENGINE_DEFAULT_MAX_OUTPUT;
+    e->exec.max_output =
+        cfg->max_output_bytes ? cfg->max_output_bytes : JP_ENGINE_DEFAULT_MAX_OUTPUT;
     e->exec.home = home_dir();
     if (n_allow) {
         e->exec.allow = allow;
@@ -402,9 +403,10 @@ static void normalise_error(jp_outcome *out)
     if (json_is_string(code) && json_string_length(code) > 0 && json_is_string(msg))
         return;
     json_t *fixed = json_object();
-    json_object_set_new(fixed, "code", json_string(json_is_string(code) && json_string_length(code)
-                                                       ? json_string_value(code)
-                                                       : "strategy_error"));
+    json_object_set_new(fixed, "code",
+                        json_string(json_is_string(code) && json_string_length(code)
+                                        ? json_string_value(code)
+                                        : "strategy_error"));
     if (json_is_string(msg)) {
         json_object_set(fixed, "message", msg);
     } else if (json_is_string(e)) {

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 struct jp_task {
-    int64_t deadline_ms;  /* on the jp_mono_ms clock */
+    int64_t deadline_ms; /* on the jp_mono_ms clock */
     atomic_bool cancelled;
-    int cancel_fd;        /* eventfd, readable once cancelled; -1 if none could be made */
+    int cancel_fd; /* eventfd, readable once cancelled; -1 if none could be made */
 };
 
 /* A week is the longest job timeout; anything far beyond it only risks overflow. */

@@ -32,7 +32,33 @@ void jp_qmsgs_done(jp_qmsg *msgs, size_t n);
 
 /* An in-process queue for embedded mode. Never fails. */
 jp_queue *jp_queue_memory_new(void);
+
+typedef struct jp_queue_options {
+    /* The consumer name for reads (a worker's id); NULL for a producer only. */
+    const char *consumer;
+    /* How long a delivered message stays this consumer's without a renewal
+     * before another consumer may take it over (jp_queue_reclaim). */
+    int64_t lease_ms;
+    /* Accept a Redis whose maxmemory-policy may evict keys (it can delete
+     * queued jobs); refused by default. */
+    bool allow_evicting;
+    /* Connections kept for concurrent callers (default 4). */
+    int pool_size;
+} jp_queue_options;
+
+/* Opens the queue at `url`: "redis://host:port[/db]" (Redis Streams, see
+ * DESIGN.md §4). Connects and checks the server (JP_EUNAVAIL when it does not
+ * answer; JP_EINVAL for a bad URL or an evicting Redis without
+ * allow_evicting). Later calls reconnect by themselves after a failure. */
+int jp_queue_open(const char *url, const jp_queue_options *opts, jp_queue **ret_queue,
+                  jp_err *err);
 void jp_queue_free(jp_queue *q);
+
+/* The backend's name: "memory" or "redis". */
+const char *jp_queue_backend(const jp_queue *q);
+
+/* Checks that the transport answers: 0 or JP_EUNAVAIL. */
+int jp_queue_ping(jp_queue *q, jp_err *err);
 
 /* Puts jobs on the queue as deliveries of attempt jobs[i]->attempts + 1.
  * All or none. */
@@ -47,6 +73,16 @@ int jp_queue_pop(jp_queue *q, const char *const *queues, size_t max, int timeout
 
 /* Acknowledges delivered messages: they are done and leave the queue. */
 int jp_queue_ack(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err);
+
+/* Renews the lease of messages this consumer is still working on (a
+ * heartbeat), so nobody takes them over. */
+int jp_queue_renew(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err);
+
+/* Takes over up to `max` messages of the named queues whose lease lapsed
+ * (their consumer died or was cut off). Each comes back as a new delivery:
+ * msg.attempt is the attempt it was sent as plus the deliveries since. */
+int jp_queue_reclaim(jp_queue *q, const char *const *queues, size_t max, jp_qmsg *out,
+                     size_t *ret_n, jp_err *err);
 
 /* For shutdown: wakes every thread blocked in jp_queue_pop, and later pops
  * return at once instead of waiting. */

@@ -11,10 +11,18 @@ typedef struct jp_queue_ops {
     int (*pop)(jp_queue *q, const char *const *queues, size_t max, int timeout_ms, jp_qmsg *out,
                size_t *ret_n, jp_err *err);
     int (*ack)(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err);
+    int (*renew)(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err);
+    int (*reclaim)(jp_queue *q, const char *const *queues, size_t max, jp_qmsg *out,
+                   size_t *ret_n, jp_err *err);
+    int (*ping)(jp_queue *q, jp_err *err);
     void (*wake)(jp_queue *q);
     int (*stats)(jp_queue *q, json_t **ret_stats, jp_err *err);
     void (*free)(jp_queue *q);
 } jp_queue_ops;
+
+/* The Redis Streams backend's constructor (queue/redis.c). */
+int jp_queue_redis_open(const char *url, const jp_queue_options *opts, jp_queue **ret_queue,
+                        jp_err *err);
 
 /* Every backend's handle starts with this. */
 struct jp_queue {

@@ -38,9 +38,18 @@ void jp_resp_json(jp_resp *resp, int status, json_t *json)
 
 static void set_error(jp_resp *resp, int code, const char *msg)
 {
+    json_t *m = json_string(msg);
+    if (!m) {
+        /* The message quotes client input that is not UTF-8. */
+        char safe[JP_ERR_MSG_MAX];
+        size_t i;
+        for (i = 0; msg[i] && i < sizeof safe - 1; i++)
+            safe[i] = (unsigned char)msg[i] < 0x80 ? msg[i] : '?';
+        safe[i] = '\0';
+        m = json_string(safe);
+    }
     jp_resp_json(resp, jp_err_http_status(code),
-                 json_pack("{s:{s:s,s:s}}", "error", "code", jp_err_api_code(code), "message",
-                           msg));
+                 json_pack("{s:{s:s,s:o}}", "error", "code", jp_err_api_code(code), "message", m));
 }
 
 void jp_resp_error(jp_resp *resp, int code, const char *fmt, ...)
@@ -141,11 +150,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             ctx->too_big = true;
             jp_buf_done(&ctx->body);
         }
+        /* Past the ceiling the rest is read and dropped: the 413 goes out
+         * when the body ends (or the idle timeout cuts a sender that never
+         * stops), and nothing more is kept in memory. */
         *upload_data_size = 0;
-        if (ctx->too_big && !ctx->answered) {
-            ctx->answered = true;
-            return answer_too_big(conn, h);
-        }
         return MHD_YES;
     }
     if (ctx->answered)
@@ -165,6 +173,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum MHD_Result ret = send_resp(conn, &resp);
     json_decref(resp.json);
     return ret;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes in place like libmicrohttpd's default, except that %00
+ * stays as it is: a decoded NUL would cut the path short and make
+ * "/jobs/<id>%00/cancel" look like "/jobs/<id>". */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *r = s, *w = s;
+    (void)cls;
+    (void)conn;
+    while (*r) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -254,6 +295,7 @@ int jp_http_start(const jp_http_config *cfg, jp_http_handler handler, void *arg,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_END);

@@ -236,7 +236,7 @@ static char *json_text(const json_t *v)
 static json_t *col_json(jp_stmt *q, int col)
 {
     const char *s = jp_stmt_text(q, col);
-    return s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
+    return s ? json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
 }
 
 static char *col_strdup(jp_stmt *q, int col)

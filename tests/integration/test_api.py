@@ -126,6 +126,12 @@ class ApiTest(harness.unittest.TestCase):
         job = self.srv.submit()
         self.assertIsNone(job["payload"])
 
+    def test_large_payload_round_trip(self):
+        payload = {"blob": "x" * 900000, "list": list(range(1000)), "u": "\u00e9\u4e2d\U0001f600"}
+        job = self.srv.submit(payload=payload)
+        self.assertEqual(job["payload"], payload)
+        self.assertEqual(self.srv.job(job["id"])["payload"], payload)
+
     def test_get_returns_the_created_job(self):
         job = self.srv.submit(payload={"k": "v"}, key="k1")
         st, got, h = self.srv.get("/api/v1/jobs/" + job["id"])

@@ -603,7 +603,7 @@ class CliFakeServerTest(CliCase):
 
     def test_list_all_reuses_one_connection(self):
         def reply(method, path):
-            page = path.count("cursor=")
+            page = int(path.split("cursor=c")[1]) if "cursor=c" in path else 0
             nxt = None if page >= 2 else "c%d" % (page + 1)
             job = dict(JOB, id=JOB["id"][:-1] + str(page))
             return 200, json.dumps({"jobs": [job], "next_cursor": nxt}).encode()

@@ -246,6 +246,20 @@ class RunTest(harness.unittest.TestCase):
         self.assertEqual([r["outcome"] for r in rows], ["failed", "failed"])
         self.assertGreaterEqual(ts(rows[1]["started_at"]), ts(rows[0]["finished_at"]))
 
+    def test_retry_gives_a_fresh_attempt_budget(self):
+        job = self.srv.submit("exec", payload={"command": ["/bin/false"]}, max_attempts=2)
+        self.assertEqual(self.srv.wait_status(job["id"], "failed", timeout=10)["attempts"], 2)
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/retry" % job["id"])
+        self.assertEqual(st, 200, body)
+
+        def spent():
+            j = self.srv.job(job["id"])
+            return j if j["status"] == "failed" and j["attempts"] >= 4 else None
+        done = harness.wait_until(spent, timeout=10, what="two more attempts")
+        self.assertEqual(done["attempts"], 4)
+        rows = self.srv.attempts(job["id"])
+        self.assertEqual([r["attempt"] for r in rows], [1, 2, 3, 4])
+
     def test_retry_completed_is_409(self):
         job = self.srv.submit("noop")
         done = self.srv.wait_status(job["id"], "completed")

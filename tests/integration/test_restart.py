@@ -4,8 +4,10 @@ are not lost; SIGTERM drains running jobs and exits 0."""
 
 import os
 import signal
+import socket
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -170,6 +172,36 @@ class RestartTest(harness.unittest.TestCase):
         rows = srv.attempts(job["id"])
         self.assertEqual([r["outcome"] for r in rows], ["completed"])
         self.stop_ok(srv)
+
+    def test_sigterm_past_drain_timeout_requeues(self):
+        srv = self.server(2, "--drain-timeout", "1")
+        job = srv.submit("sleep", payload={"ms": 60000})
+        srv.wait_status(job["id"], "running")
+        t0 = time.monotonic()
+        self.stop_ok(srv)
+        self.assertLess(time.monotonic() - t0, 8)
+
+        srv = self.server(0)
+        got = srv.job(job["id"])
+        self.assertEqual(got["status"], "queued", got)
+        rows = srv.attempts(job["id"])
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0]["outcome"], "lost")
+        self.assertIsNotNone(rows[0]["finished_at"])
+        self.stop_ok(srv)
+
+    def test_sigterm_with_idle_clients_is_prompt(self):
+        srv = self.server(1)
+        socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(5)]
+        try:
+            socks[0].sendall(b"GET /hea")
+            socks[1].sendall(b"POST /api/v1/jobs HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+            t0 = time.monotonic()
+            self.stop_ok(srv)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            for s in socks:
+                s.close()
 
     def test_sigint_also_exits_cleanly(self):
         srv = self.server(1)

@@ -27,8 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static jp_engine *g_engine;  /* every built-in enabled, no allow-list */
-static int g_port;           /* the test HTTP server */
+static jp_engine *g_engine; /* every built-in enabled, no allow-list */
+static int g_port;          /* the test HTTP server */
 
 /* ---- helpers ---- */
 
@@ -180,7 +180,7 @@ static bool group_gone(pid_t pgid, int within_ms)
 static int g_listen_fd = -1;
 static pthread_t g_accept_thr;
 static atomic_bool g_stop;
-static atomic_int g_active;  /* connections being served */
+static atomic_int g_active; /* connections being served */
 
 static void send_all(int fd, const char *p, size_t n)
 {
@@ -233,7 +233,8 @@ static bool read_request(int fd, char *method, char *path, json_t *headers, char
         if (!colon || colon > eol)
             continue;
         char name[256] = "";
-        size_t nl = (size_t)(colon - line) < sizeof name - 1 ? (size_t)(colon - line) : sizeof name - 1;
+        size_t nl =
+            (size_t)(colon - line) < sizeof name - 1 ? (size_t)(colon - line) : sizeof name - 1;
         for (size_t i = 0; i < nl; i++)
             name[i] = (char)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
         name[nl] = '\0';
@@ -624,9 +625,9 @@ static void test_sleep_times_out(void **state)
 static void test_exec_captures_stdout(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"/bin/echo\", \"hello\", \"world\"]}",
-                         5000, &out),
-                     0);
+    assert_int_equal(
+        run(g_engine, "exec", "{\"command\": [\"/bin/echo\", \"hello\", \"world\"]}", 5000, &out),
+        0);
     assert_string_equal(res_str(&out, "stdout"), "hello world\n");
     assert_string_equal(res_str(&out, "stderr"), "");
     assert_int_equal(res_int(&out, "exit_code"), 0);
@@ -647,10 +648,10 @@ static void test_exec_finds_bare_name_in_path(void **state)
 static void test_exec_captures_stderr(void **state)
 {
     jp_outcome out;
-    assert_int_equal(
-        run(g_engine, "exec", "{\"command\": [\"sh\", \"-c\", \"echo oops >&2; echo fine\"]}",
-            5000, &out),
-        0);
+    assert_int_equal(run(g_engine, "exec",
+                         "{\"command\": [\"sh\", \"-c\", \"echo oops >&2; echo fine\"]}", 5000,
+                         &out),
+                     0);
     assert_string_equal(res_str(&out, "stderr"), "oops\n");
     assert_string_equal(res_str(&out, "stdout"), "fine\n");
     jp_outcome_done(&out);
@@ -659,10 +660,10 @@ static void test_exec_captures_stderr(void **state)
 static void test_exec_nonzero_exit_is_retryable_failure(void **state)
 {
     jp_outcome out;
-    assert_int_equal(
-        run(g_engine, "exec", "{\"command\": [\"sh\", \"-c\", \"echo bad input >&2; exit 3\"]}",
-            5000, &out),
-        -1);
+    assert_int_equal(run(g_engine, "exec",
+                         "{\"command\": [\"sh\", \"-c\", \"echo bad input >&2; exit 3\"]}", 5000,
+                         &out),
+                     -1);
     assert_string_equal(err_code(&out), "exit_status");
     assert_string_equal(err_msg(&out), "exited with status 3");
     assert_true(out.retryable);
@@ -675,7 +676,8 @@ static void test_exec_signal_is_failure(void **state)
 {
     jp_outcome out;
     assert_int_equal(
-        run(g_engine, "exec", "{\"command\": [\"sh\", \"-c\", \"kill -TERM $$\"]}", 5000, &out), -1);
+        run(g_engine, "exec", "{\"command\": [\"sh\", \"-c\", \"kill -TERM $$\"]}", 5000, &out),
+        -1);
     assert_string_equal(err_code(&out), "signaled");
     assert_string_equal(res_str(&out, "signal"), "SIGTERM");
     assert_true(json_is_null(json_object_get(out.result, "exit_code")));
@@ -736,7 +738,8 @@ static void test_exec_environment_is_minimal(void **state)
 
     /* A payload may override the defaults. */
     assert_int_equal(run(g_engine, "exec",
-                         "{\"command\": [\"/usr/bin/env\"], \"env\": {\"LANG\": \"C\"}}", 5000, &out),
+                         "{\"command\": [\"/usr/bin/env\"], \"env\": {\"LANG\": \"C\"}}", 5000,
+                         &out),
                      0);
     assert_contains(res_str(&out, "stdout"), "LANG=C\n");
     assert_null(strstr(res_str(&out, "stdout"), "C.UTF-8"));
@@ -747,14 +750,14 @@ static void test_exec_environment_is_minimal(void **state)
 static void test_exec_runs_in_cwd(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"pwd\"], \"cwd\": \"/tmp\"}", 5000, &out),
-                     0);
+    assert_int_equal(
+        run(g_engine, "exec", "{\"command\": [\"pwd\"], \"cwd\": \"/tmp\"}", 5000, &out), 0);
     assert_string_equal(res_str(&out, "stdout"), "/tmp\n");
     jp_outcome_done(&out);
 
-    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"pwd\"], \"cwd\": \"/no/such/dir\"}",
-                         5000, &out),
-                     -1);
+    assert_int_equal(
+        run(g_engine, "exec", "{\"command\": [\"pwd\"], \"cwd\": \"/no/such/dir\"}", 5000, &out),
+        -1);
     assert_string_equal(err_code(&out), "spawn_failed");
     assert_contains(err_msg(&out), "/no/such/dir");
     jp_outcome_done(&out);
@@ -766,12 +769,12 @@ static void test_exec_truncates_output_at_cap(void **state)
 {
     jp_outcome out;
     int64_t t0 = jp_mono_ms();
-    assert_int_equal(
-        run(g_engine, "exec",
-            "{\"command\": [\"sh\", \"-c\", \"head -c 10000000 /dev/zero | tr '\\\\0' a; echo done >&2\"],"
-            " \"max_output_bytes\": 1000}",
-            10000, &out),
-        0);
+    assert_int_equal(run(g_engine, "exec",
+                         "{\"command\": [\"sh\", \"-c\", \"head -c 10000000 /dev/zero | tr '\\\\0' "
+                         "a; echo done >&2\"],"
+                         " \"max_output_bytes\": 1000}",
+                         10000, &out),
+                     0);
     assert_true(jp_mono_ms() - t0 < 5000);
     assert_int_equal(strlen(res_str(&out, "stdout")), 1000);
     assert_int_equal(res_str(&out, "stdout")[999], 'a');
@@ -786,10 +789,11 @@ static void test_exec_engine_cap_bounds_payload_cap(void **state)
     jp_outcome out;
     jp_engine_config cfg = {.strategies = "exec", .max_output_bytes = 10};
     assert_int_equal(jp_engine_new(&cfg, &e, NULL), 0);
-    assert_int_equal(run(e, "exec",
-                         "{\"command\": [\"/bin/echo\", \"0123456789abcdef\"], \"max_output_bytes\": 1000}",
-                         5000, &out),
-                     0);
+    assert_int_equal(
+        run(e, "exec",
+            "{\"command\": [\"/bin/echo\", \"0123456789abcdef\"], \"max_output_bytes\": 1000}",
+            5000, &out),
+        0);
     assert_string_equal(res_str(&out, "stdout"), "0123456789");
     assert_true(json_is_true(json_object_get(out.result, "truncated")));
     jp_outcome_done(&out);
@@ -827,11 +831,12 @@ static void test_exec_cancel_kills_process_group(void **state)
 {
     jp_outcome out;
     int64_t t0 = jp_mono_ms();
-    assert_int_equal(run_cancelled("exec",
-                                   payload_fmt("{\"command\": [\"sh\", \"-c\", \"echo $$; sleep 100 & "
-                                               "sleep 100\"]}"),
-                                   200, &out),
-                     -1);
+    assert_int_equal(
+        run_cancelled("exec",
+                      payload_fmt("{\"command\": [\"sh\", \"-c\", \"echo $$; sleep 100 & "
+                                  "sleep 100\"]}"),
+                      200, &out),
+        -1);
     assert_true(jp_mono_ms() - t0 < 1000);
     assert_string_equal(err_code(&out), "cancelled");
     assert_false(out.retryable);
@@ -844,11 +849,25 @@ static void test_exec_does_not_wait_for_background_leftovers(void **state)
     jp_outcome out;
     int64_t t0 = jp_mono_ms();
     /* The background sleep holds stdout open; the job still ends with its program. */
-    assert_int_equal(
-        run(g_engine, "exec", "{\"command\": [\"sh\", \"-c\", \"echo $$; sleep 100 &\"]}", 10000, &out),
-        0);
+    assert_int_equal(run(g_engine, "exec",
+                         "{\"command\": [\"sh\", \"-c\", \"echo $$; sleep 100 &\"]}", 10000, &out),
+                     0);
     assert_true(jp_mono_ms() - t0 < 2000);
     assert_true(group_gone(pgid_from(&out), 2000));
+    jp_outcome_done(&out);
+}
+
+static void test_exec_waits_for_program_that_closed_its_output(void **state)
+{
+    jp_outcome out;
+    int64_t t0 = jp_mono_ms();
+    assert_int_equal(run(g_engine, "exec",
+                         "{\"command\": [\"sh\", \"-c\", \"exec >&- 2>&-; sleep 0.3; exit 4\"]}",
+                         5000, &out),
+                     -1);
+    assert_true(jp_mono_ms() - t0 >= 300);
+    assert_string_equal(err_code(&out), "exit_status");
+    assert_int_equal(res_int(&out, "exit_code"), 4);
     jp_outcome_done(&out);
 }
 
@@ -867,7 +886,8 @@ static void test_exec_allow_list(void **state)
     jp_outcome_done(&out);
 
     /* A shell could run anything, so it is refused too. */
-    assert_int_equal(run(e, "exec", "{\"command\": [\"sh\", \"-c\", \"echo hi\"]}", 5000, &out), -1);
+    assert_int_equal(run(e, "exec", "{\"command\": [\"sh\", \"-c\", \"echo hi\"]}", 5000, &out),
+                     -1);
     assert_string_equal(err_code(&out), "not_allowed");
     jp_outcome_done(&out);
 
@@ -884,7 +904,8 @@ static void test_exec_allow_list(void **state)
 static void test_exec_missing_program_is_spawn_failed(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"/no/such/program\"]}", 5000, &out), -1);
+    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"/no/such/program\"]}", 5000, &out),
+                     -1);
     assert_string_equal(err_code(&out), "spawn_failed");
     assert_false(out.retryable);
     assert_contains(err_msg(&out), "/no/such/program");
@@ -915,8 +936,8 @@ static void test_exec_does_not_leak_fds(void **state)
     /* Deliberately inheritable: the child must still not see it. */
     int fd = open("/dev/null", O_RDONLY);
     assert_true(fd > 2);
-    assert_int_equal(run(g_engine, "exec", "{\"command\": [\"ls\", \"/proc/self/fd\"]}", 5000, &out),
-                     0);
+    assert_int_equal(
+        run(g_engine, "exec", "{\"command\": [\"ls\", \"/proc/self/fd\"]}", 5000, &out), 0);
     /* 3 is the directory ls itself opens. */
     assert_string_equal(res_str(&out, "stdout"), "0\n1\n2\n3\n");
     jp_outcome_done(&out);
@@ -932,7 +953,8 @@ static void test_exec_refuses_bad_payloads(void **state)
     expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\", 3]}", "command[1]");
     expect_invalid(g_engine, "exec", "{\"command\": [\"\"]}", "command[0]");
     expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\", \"a\\u0000b\"]}", "command[1]");
-    expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\"], \"env\": {\"A\": 1}}", "env.A");
+    expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\"], \"env\": {\"A\": 1}}",
+                   "env.A");
     expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\"], \"env\": {\"A=B\": \"x\"}}",
                    "env");
     expect_invalid(g_engine, "exec", "{\"command\": [\"/bin/echo\"], \"env\": []}", "env");
@@ -1017,11 +1039,12 @@ static void test_http_get_returns_status_body_headers(void **state)
 static void test_http_post_sends_json_body_and_headers(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run_v(g_engine, "http",
-                           http_payload("/echo", "\"method\": \"POST\", \"body\": {\"a\": [1, 2]},"
-                                                 " \"headers\": {\"X-Custom\": \"v1\", \"X-Empty\": \"\"}"),
-                           5000, &out),
-                     0);
+    assert_int_equal(
+        run_v(g_engine, "http",
+              http_payload("/echo", "\"method\": \"POST\", \"body\": {\"a\": [1, 2]},"
+                                    " \"headers\": {\"X-Custom\": \"v1\", \"X-Empty\": \"\"}"),
+              5000, &out),
+        0);
     json_t *echo = json_loads(res_str(&out, "body"), 0, NULL);
     assert_non_null(echo);
     assert_string_equal(json_string_value(json_object_get(echo, "method")), "POST");
@@ -1037,11 +1060,12 @@ static void test_http_post_sends_json_body_and_headers(void **state)
 static void test_http_string_body_keeps_user_content_type(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run_v(g_engine, "http",
-                           http_payload("/echo", "\"method\": \"PUT\", \"body\": \"plain text\","
-                                                 " \"headers\": {\"Content-Type\": \"text/plain\"}"),
-                           5000, &out),
-                     0);
+    assert_int_equal(
+        run_v(g_engine, "http",
+              http_payload("/echo", "\"method\": \"PUT\", \"body\": \"plain text\","
+                                    " \"headers\": {\"Content-Type\": \"text/plain\"}"),
+              5000, &out),
+        0);
     json_t *echo = json_loads(res_str(&out, "body"), 0, NULL);
     assert_non_null(echo);
     assert_string_equal(json_string_value(json_object_get(echo, "method")), "PUT");
@@ -1173,22 +1197,22 @@ static void test_http_xpath_extract(void **state)
 static void test_http_json_pointer_extract(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run_v(g_engine, "http",
-                           http_payload("/json", "\"extract\": {\"slash\": \"/a~1b\", \"tilde\": \"/m~0n\","
-                                                 " \"second\": \"/items/1/name\", \"missing\": \"/nope\","
-                                                 " \"past\": \"/items/7\", \"obj\": \"/nested\","
-                                                 " \"whole\": \"\"}"),
-                           5000, &out),
-                     0);
+    assert_int_equal(
+        run_v(g_engine, "http",
+              http_payload("/json", "\"extract\": {\"slash\": \"/a~1b\", \"tilde\": \"/m~0n\","
+                                    " \"second\": \"/items/1/name\", \"missing\": \"/nope\","
+                                    " \"past\": \"/items/7\", \"obj\": \"/nested\","
+                                    " \"whole\": \"\"}"),
+              5000, &out),
+        0);
     json_t *x = json_object_get(out.result, "extracted");
     assert_int_equal(json_integer_value(json_object_get(x, "slash")), 1);
     assert_string_equal(json_string_value(json_object_get(x, "tilde")), "tilde");
     assert_string_equal(json_string_value(json_object_get(x, "second")), "second");
     assert_true(json_is_null(json_object_get(x, "missing")));
     assert_true(json_is_null(json_object_get(x, "past")));
-    assert_int_equal(json_integer_value(json_array_get(
-                         json_object_get(json_object_get(x, "obj"), "k"), 1)),
-                     20);
+    assert_int_equal(
+        json_integer_value(json_array_get(json_object_get(json_object_get(x, "obj"), "k"), 1)), 20);
     assert_true(json_is_object(json_object_get(x, "whole")));
     /* The body stays a string even when it is JSON. */
     assert_true(json_is_string(json_object_get(out.result, "body")));
@@ -1198,24 +1222,24 @@ static void test_http_json_pointer_extract(void **state)
 static void test_http_bad_extract_fails_with_result(void **state)
 {
     jp_outcome out;
-    assert_int_equal(run_v(g_engine, "http", http_payload("/html", "\"extract\": {\"t\": \"//[\"}"),
-                           5000, &out),
-                     -1);
+    assert_int_equal(
+        run_v(g_engine, "http", http_payload("/html", "\"extract\": {\"t\": \"//[\"}"), 5000, &out),
+        -1);
     assert_string_equal(err_code(&out), "extract_failed");
     assert_false(out.retryable);
     assert_int_equal(res_int(&out, "status"), 200);
     jp_outcome_done(&out);
 
     /* A JSON pointer needs a JSON body. */
-    assert_int_equal(run_v(g_engine, "http", http_payload("/html", "\"extract\": {\"t\": \"/a\"}"),
-                           5000, &out),
-                     -1);
+    assert_int_equal(
+        run_v(g_engine, "http", http_payload("/html", "\"extract\": {\"t\": \"/a\"}"), 5000, &out),
+        -1);
     assert_string_equal(err_code(&out), "extract_failed");
     assert_contains(err_msg(&out), "not JSON");
     jp_outcome_done(&out);
 
-    assert_int_equal(run_v(g_engine, "http", http_payload("/json", "\"extract\": {\"t\": \"/a~2\"}"),
-                           5000, &out),
+    assert_int_equal(run_v(g_engine, "http",
+                           http_payload("/json", "\"extract\": {\"t\": \"/a~2\"}"), 5000, &out),
                      -1);
     assert_string_equal(err_code(&out), "extract_failed");
     jp_outcome_done(&out);
@@ -1251,17 +1275,20 @@ static void test_http_refuses_bad_payloads(void **state)
     expect_invalid(g_engine, "http", "{\"url\": \"file:///etc/passwd\"}", "scheme");
     expect_invalid(g_engine, "http", "{\"url\": \"gopher://127.0.0.1/\"}", "url");
     expect_invalid(g_engine, "http", "{\"url\": \"not a url\"}", "url");
+    expect_invalid(
+        g_engine, "http",
+        "{\"url\": \"http://127.0.0.1/\", \"headers\": {\"X-A\": \"v\\r\\nX-Injected: 1\"}}",
+        "headers.X-A");
     expect_invalid(g_engine, "http",
-                   "{\"url\": \"http://127.0.0.1/\", \"headers\": {\"X-A\": \"v\\r\\nX-Injected: 1\"}}",
-                   "headers.X-A");
-    expect_invalid(g_engine, "http",
-                   "{\"url\": \"http://127.0.0.1/\", \"headers\": {\"X-A\\r\\nB\": \"v\"}}", "header");
+                   "{\"url\": \"http://127.0.0.1/\", \"headers\": {\"X-A\\r\\nB\": \"v\"}}",
+                   "header");
     expect_invalid(g_engine, "http", "{\"url\": \"http://127.0.0.1/\", \"headers\": [\"a\"]}",
                    "headers");
     expect_invalid(g_engine, "http", "{\"url\": \"http://127.0.0.1/\", \"method\": \"get\"}",
                    "method");
     expect_invalid(g_engine, "http",
-                   "{\"url\": \"http://127.0.0.1/\", \"method\": \"GETGETGETGETGETGET\"}", "method");
+                   "{\"url\": \"http://127.0.0.1/\", \"method\": \"GETGETGETGETGETGET\"}",
+                   "method");
     expect_invalid(g_engine, "http", "{\"url\": \"http://127.0.0.1/\", \"expect_status\": 99}",
                    "expect_status");
     expect_invalid(g_engine, "http", "{\"url\": \"http://127.0.0.1/\", \"expect_status\": []}",
@@ -1274,14 +1301,63 @@ static void test_http_refuses_bad_payloads(void **state)
                    "timeout_ms");
 }
 
+static void *fetch_many(void *arg)
+{
+    int *failures = arg;
+    for (int i = 0; i < 5; i++) {
+        jp_outcome out;
+        jp_task *t = jp_task_new(5000);
+        json_t *p = http_payload(i % 2 ? "/html" : "/json",
+                                 i % 2 ? "\"extract\": {\"v\": \"//title\"}"
+                                       : "\"extract\": {\"v\": \"/items/0/name\"}");
+        const char *want = i % 2 ? "Example Domain" : "first";
+        int rc = jp_engine_run(g_engine, "http", p, t, &out);
+        const char *got =
+            json_string_value(json_object_get(json_object_get(out.result, "extracted"), "v"));
+        if (rc != 0 || !got || strcmp(got, want) != 0)
+            (*failures)++;
+        jp_outcome_done(&out);
+        jp_task_free(t);
+        json_decref(p);
+    }
+    return NULL;
+}
+
+static void test_http_concurrent_runs(void **state)
+{
+    pthread_t thr[8];
+    int failures[8] = {0};
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(pthread_create(&thr[i], NULL, fetch_many, &failures[i]), 0);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(thr[i], NULL);
+        assert_int_equal(failures[i], 0);
+    }
+}
+
 /* Odd payloads of every type, to every strategy: an outcome, never a crash. */
 static void test_odd_payloads_never_crash(void **state)
 {
     static const char *payloads[] = {
-        "null", "true", "0", "-1", "1e300", "\"\"", "[]", "{}", "[null]",
-        "{\"command\": null}", "{\"command\": [null]}", "{\"command\": [[]]}",
-        "{\"command\": {}}", "{\"ms\": null}", "{\"ms\": 1e300}", "{\"url\": null}",
-        "{\"url\": \"\"}", "{\"url\": \"http://\"}", "{\"url\": \"http://127.0.0.1:0/\"}",
+        "null",
+        "true",
+        "0",
+        "-1",
+        "1e300",
+        "\"\"",
+        "[]",
+        "{}",
+        "[null]",
+        "{\"command\": null}",
+        "{\"command\": [null]}",
+        "{\"command\": [[]]}",
+        "{\"command\": {}}",
+        "{\"ms\": null}",
+        "{\"ms\": 1e300}",
+        "{\"url\": null}",
+        "{\"url\": \"\"}",
+        "{\"url\": \"http://\"}",
+        "{\"url\": \"http://127.0.0.1:0/\"}",
         "{\"url\": \"http://127.0.0.1:1/\", \"headers\": null, \"body\": null, \"extract\": {}}",
         "{\"command\": [\"/bin/true\"], \"env\": null, \"cwd\": null, \"stdin\": null}",
     };
@@ -1329,6 +1405,7 @@ int main(void)
         cmocka_unit_test(test_exec_timeout_kills_process_group),
         cmocka_unit_test(test_exec_cancel_kills_process_group),
         cmocka_unit_test(test_exec_does_not_wait_for_background_leftovers),
+        cmocka_unit_test(test_exec_waits_for_program_that_closed_its_output),
         cmocka_unit_test(test_exec_allow_list),
         cmocka_unit_test(test_exec_missing_program_is_spawn_failed),
         cmocka_unit_test(test_exec_invalid_utf8_output_is_valid_json),
@@ -1350,6 +1427,7 @@ int main(void)
         cmocka_unit_test(test_http_follows_redirects_but_not_to_other_protocols),
         cmocka_unit_test(test_http_invalid_utf8_body_is_valid_json),
         cmocka_unit_test(test_http_refuses_bad_payloads),
+        cmocka_unit_test(test_http_concurrent_runs),
         cmocka_unit_test(test_odd_payloads_never_crash),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

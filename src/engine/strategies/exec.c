@@ -23,29 +23,30 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define ARG_BYTES_MAX (64 * 1024)  /* per argument and per environment value */
+#define ARG_BYTES_MAX (64 * 1024) /* per argument and per environment value */
 #define ARGS_MAX 1024
 #define ENV_MAX 1024
 #define READ_CHUNK (64 * 1024)
 /* How long output may keep arriving after the program exits, from what it left running. */
 #define EXIT_GRACE_MS 100
 
-static const char *const known_fields[] = {"command", "env", "cwd", "stdin",
-                                           "max_output_bytes", NULL};
+static const char *const known_fields[] = {
+    "command", "env", "cwd", "stdin", "max_output_bytes", NULL,
+};
 
 /* What to run, validated. */
 typedef struct spec {
-    char **argv;             /* NULL-terminated, owned */
-    char **envp;             /* NULL-terminated, owned */
-    char *cwd;               /* absolute, owned; NULL = inherit */
-    const char *stdin_data;  /* borrowed from the payload */
+    char **argv;            /* NULL-terminated, owned */
+    char **envp;            /* NULL-terminated, owned */
+    char *cwd;              /* absolute, owned; NULL = inherit */
+    const char *stdin_data; /* borrowed from the payload */
     size_t stdin_len;
-    size_t cap;  /* bytes kept per stream */
+    size_t cap; /* bytes kept per stream */
 } spec;
 
 /* One captured output stream. */
 typedef struct stream {
-    int fd;  /* read end, -1 once at EOF */
+    int fd; /* read end, -1 once at EOF */
     jp_buf buf;
     bool truncated;
 } stream;
@@ -128,14 +129,15 @@ static int parse(const jp_exec_conf *conf, const json_t *payload, spec *sp, jp_o
     char what[32];
 
     if (!json_is_object(payload))
-        return jp_engine_bad_payload(
-            out, "payload must be an object with a \"command\" array, like {\"command\": [\"/bin/echo\", \"hi\"]}");
+        return jp_engine_bad_payload(out, "payload must be an object with a \"command\" array, "
+                                          "like {\"command\": [\"/bin/echo\", \"hi\"]}");
     if (jp_engine_check_fields(payload, known_fields, out) < 0)
         return -1;
 
     const json_t *cmd = json_object_get(payload, "command");
     if (!cmd)
-        return jp_engine_bad_payload(out, "command is required: an array like [\"/bin/echo\", \"hi\"]");
+        return jp_engine_bad_payload(out,
+                                     "command is required: an array like [\"/bin/echo\", \"hi\"]");
     if (!json_is_array(cmd))
         return jp_engine_bad_payload(out, "command must be an array of strings");
     size_t argc = json_array_size(cmd);
@@ -230,7 +232,8 @@ static bool allowed(const jp_exec_conf *conf, const char *prog, const char *reso
     bool ok = false;
 
     for (size_t i = 0; conf->allow[i] && !ok; i++)
-        ok = strcmp(conf->allow[i], prog) == 0 || (resolved && strcmp(conf->allow[i], resolved) == 0);
+        ok = strcmp(conf->allow[i], prog) == 0 ||
+             (resolved && strcmp(conf->allow[i], resolved) == 0);
     if (!ok && resolved)
         real = realpath(resolved, NULL);
     for (size_t i = 0; real && conf->allow[i] && !ok; i++) {
@@ -413,8 +416,8 @@ static int exec_run(void *ctx, const json_t *payload, jp_task *task, jp_outcome 
 
     path = resolve(&sp);
     if (conf->allow && !allowed(conf, sp.argv[0], path)) {
-        jp_engine_fail(out, "not_allowed", false, "program \"%.200s\" is not in the exec allow-list",
-                       sp.argv[0]);
+        jp_engine_fail(out, "not_allowed", false,
+                       "program \"%.200s\" is not in the exec allow-list", sp.argv[0]);
         goto out;
     }
     if (!path) {
@@ -508,7 +511,8 @@ static int exec_run(void *ctx, const json_t *payload, jp_task *task, jp_outcome 
             int64_t left = grace_end - jp_mono_ms();
             if (left <= 0 || jp_task_cancelled(task) || jp_task_remaining_ms(task) == 0)
                 break;
-            struct pollfd pf[2] = {{.fd = so.fd, .events = POLLIN}, {.fd = se.fd, .events = POLLIN}};
+            struct pollfd pf[2] = {{.fd = so.fd, .events = POLLIN},
+                                   {.fd = se.fd, .events = POLLIN}};
             if (poll(pf, 2, jp_engine_poll_timeout(task, left)) < 0 && errno != EINTR)
                 break;
             if (pf[0].revents)
@@ -549,10 +553,12 @@ static int exec_run(void *ctx, const json_t *payload, jp_task *task, jp_outcome 
     out->result = result;
 
     if (why && strcmp(why, "cancelled") == 0) {
-        jp_engine_fail(out, "cancelled", false, "cancelled after %lld ms; its process group was killed",
+        jp_engine_fail(out, "cancelled", false,
+                       "cancelled after %lld ms; its process group was killed",
                        (long long)duration);
     } else if (why && strcmp(why, "timeout") == 0) {
-        jp_engine_fail(out, "timeout", true, "timed out after %lld ms; its process group was killed",
+        jp_engine_fail(out, "timeout", true,
+                       "timed out after %lld ms; its process group was killed",
                        (long long)duration);
     } else if (why) {
         jp_engine_fail(out, "internal", true, "waiting for the program failed: %s",

@@ -28,32 +28,33 @@
 /* Bounds on what an extraction can produce from one response. */
 #define XPATH_NODES_MAX 1000
 #define XPATH_TEXT_MAX ((size_t)16 << 20)
-#define XPATH_OPS_MAX 10000000UL  /* steps of evaluation: bounds the CPU one expression takes */
+#define XPATH_OPS_MAX 10000000UL /* steps of evaluation: bounds the CPU one expression takes */
 
-static const char *const known_fields[] = {"method", "url", "headers", "body", "expect_status",
-                                           "extract", "max_body_bytes", NULL};
+static const char *const known_fields[] = {
+    "method", "url", "headers", "body", "expect_status", "extract", "max_body_bytes", NULL,
+};
 
 /* The request, validated. */
 typedef struct request {
     char method[17];
-    const char *url;             /* borrowed from the payload */
-    struct curl_slist *headers;  /* owned */
+    const char *url;            /* borrowed from the payload */
+    struct curl_slist *headers; /* owned */
     bool has_body;
-    const char *body;  /* borrowed, or `owned_body` */
+    const char *body; /* borrowed, or `owned_body` */
     size_t body_len;
     char *owned_body;
     json_int_t expect[EXPECT_MAX];
-    size_t n_expect;          /* 0 = any 2xx */
-    const json_t *extract;    /* borrowed; NULL = none */
-    size_t cap;               /* bytes of body kept */
+    size_t n_expect;       /* 0 = any 2xx */
+    const json_t *extract; /* borrowed; NULL = none */
+    size_t cap;            /* bytes of body kept */
 } request;
 
 /* What came back, filled in by curl's callbacks. */
 typedef struct response {
     jp_buf body;
     size_t cap;
-    bool truncated;   /* the body went past cap and the transfer was cut */
-    json_t *headers;  /* lowercased name -> value, of the last response */
+    bool truncated;  /* the body went past cap and the transfer was cut */
+    json_t *headers; /* lowercased name -> value, of the last response */
     jp_task *task;
 } response;
 
@@ -98,7 +99,8 @@ static int parse_headers(const json_t *h, request *rq, bool *ret_has_ct, jp_outc
                 return jp_engine_bad_payload(out, "header name \"%.64s\" must not contain CR or LF",
                                              name);
             if (!tchar((unsigned char)name[i]))
-                return jp_engine_bad_payload(out, "header name \"%.64s\" is not a valid token", name);
+                return jp_engine_bad_payload(out, "header name \"%.64s\" is not a valid token",
+                                             name);
         }
         if (!json_is_string(value))
             return jp_engine_bad_payload(out, "headers.%s must be a string", name);
@@ -127,14 +129,17 @@ static int parse_expect(const json_t *v, request *rq, jp_outcome *out)
     if (json_is_array(v)) {
         n = json_array_size(v);
         if (n == 0 || n > EXPECT_MAX)
-            return jp_engine_bad_payload(out, "expect_status must list 1 to %d statuses", EXPECT_MAX);
+            return jp_engine_bad_payload(out, "expect_status must list 1 to %d statuses",
+                                         EXPECT_MAX);
     } else if (!json_is_integer(v)) {
-        return jp_engine_bad_payload(out, "expect_status must be an integer or an array of integers");
+        return jp_engine_bad_payload(out,
+                                     "expect_status must be an integer or an array of integers");
     }
     for (size_t i = 0; i < n; i++) {
         const json_t *s = json_is_array(v) ? json_array_get(v, i) : one[0];
         if (!json_is_integer(s) || json_integer_value(s) < 100 || json_integer_value(s) > 599)
-            return jp_engine_bad_payload(out, "expect_status values must be integers from 100 to 599");
+            return jp_engine_bad_payload(out,
+                                         "expect_status values must be integers from 100 to 599");
         rq->expect[rq->n_expect++] = json_integer_value(s);
     }
     return 0;
@@ -146,10 +151,11 @@ static int parse_extract(const json_t *v, request *rq, jp_outcome *out)
     json_t *expr;
 
     if (!json_is_object(v))
-        return jp_engine_bad_payload(out, "extract must be an object of name: XPath or JSON pointer");
+        return jp_engine_bad_payload(out,
+                                     "extract must be an object of name: XPath or JSON pointer");
     if (json_object_size(v) > EXTRACT_MAX)
-        return jp_engine_bad_payload(out, "extract has %zu entries (at most %d)", json_object_size(v),
-                                     EXTRACT_MAX);
+        return jp_engine_bad_payload(out, "extract has %zu entries (at most %d)",
+                                     json_object_size(v), EXTRACT_MAX);
     json_object_foreach((json_t *)v, name, expr) {
         if (!json_is_string(expr))
             return jp_engine_bad_payload(out, "extract.%.64s must be a string", name);
@@ -214,7 +220,8 @@ static int parse(const jp_http_conf *conf, const json_t *payload, request *rq, j
         for (size_t i = 0; ok && i < len; i++)
             ok = m[i] >= 'A' && m[i] <= 'Z';
         if (!ok)
-            return jp_engine_bad_payload(out, "method must be 1 to 16 capital letters, like \"GET\"");
+            return jp_engine_bad_payload(out,
+                                         "method must be 1 to 16 capital letters, like \"GET\"");
         memcpy(rq->method, m, len + 1);
     }
 
@@ -492,7 +499,7 @@ static json_t *xpath_value(xmlXPathObjectPtr obj)
     case XPATH_NUMBER: {
         double d = obj->floatval;
         if (d != d || d > 9e15 || d < -9e15) {
-            json_t *r = json_real(d);  /* NULL for NaN and infinities, which JSON lacks */
+            json_t *r = json_real(d); /* NULL for NaN and infinities, which JSON lacks */
             return r ? r : json_null();
         }
         if (d == (double)(json_int_t)d)
@@ -578,7 +585,7 @@ static int extract_all(const request *rq, response *r, json_t **ret, jp_outcome 
             html_tried = true;
             if (r->body.len > 0 && r->body.len < INT_MAX) {
                 char *charset = content_charset(r->headers);
-                const char *enc = charset ? charset
+                const char *enc = charset                                 ? charset
                                   : valid_utf8(r->body.data, r->body.len) ? "UTF-8"
                                                                           : NULL;
                 doc = htmlReadMemory(r->body.data, (int)r->body.len, NULL, enc,
@@ -604,7 +611,8 @@ static int extract_all(const request *rq, response *r, json_t **ret, jp_outcome 
                 xmlXPathFreeContext(ctx);
                 jp_engine_fail(out, "extract_failed", false,
                                "extract.%.64s: XPath \"%.200s\" could not be evaluated (unknown "
-                               "function or too costly)", name, expr);
+                               "function or too costly)",
+                               name, expr);
                 goto out;
             }
             json_object_set_new(res, name, xpath_value(obj));
@@ -702,8 +710,8 @@ static int http_run(void *ctx, const json_t *payload, jp_task *task, jp_outcome 
         goto out;
     }
     if (why || res == CURLE_OPERATION_TIMEDOUT) {
-        jp_engine_fail(out, "timeout", true, "%s %.200s: timed out after %lld ms", rq.method, rq.url,
-                       (long long)duration);
+        jp_engine_fail(out, "timeout", true, "%s %.200s: timed out after %lld ms", rq.method,
+                       rq.url, (long long)duration);
         goto out;
     }
     if (res != CURLE_OK) {

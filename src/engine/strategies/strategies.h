@@ -12,14 +12,14 @@
 
 /* What exec needs from the engine configuration; owned by the engine. */
 typedef struct jp_exec_conf {
-    char **allow;       /* absolute program paths; NULL-terminated; NULL = any program */
-    size_t max_output;  /* bytes per stream, > 0 */
-    char *home;         /* HOME given to children */
+    char **allow;      /* absolute program paths; NULL-terminated; NULL = any program */
+    size_t max_output; /* bytes per stream, > 0 */
+    char *home;        /* HOME given to children */
 } jp_exec_conf;
 
 /* What http needs from the engine configuration; owned by the engine. */
 typedef struct jp_http_conf {
-    size_t max_body;  /* bytes, > 0 */
+    size_t max_body; /* bytes, > 0 */
 } jp_http_conf;
 
 /* Each returns the strategy with `ctx` as its context (which must outlive it). */
