@@ -16,6 +16,7 @@ struct jp_client {
     struct curl_slist *headers;  /* sent with every request */
     char *base;                  /* without a trailing slash */
     long timeout_ms;             /* whole-request limit; 0 = none */
+    const volatile sig_atomic_t *interrupt;  /* non-zero: abandon the request */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -132,6 +133,23 @@ void jp_client_set_timeout(jp_client *c, long ms)
     c->timeout_ms = ms > 0 ? ms : 0;
 }
 
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    const jp_client *c = userdata;
+    return *c->interrupt ? 1 : 0;  /* non-zero makes curl stop the transfer */
+}
+
+void jp_client_set_interrupt(jp_client *c, const volatile sig_atomic_t *flag)
+{
+    c->interrupt = flag;
+    /* curl retries a poll that a signal interrupts, so only its progress
+     * callback, called at least once a second, can notice the flag. */
+    curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, flag ? on_progress : NULL);
+    curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, flag ? c : NULL);
+    curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, flag ? 0L : 1L);
+}
+
 /* The one-line reason a request never got an HTTP answer. */
 static int transport_error(jp_client *c, CURLcode cc, jp_err *err)
 {
@@ -190,6 +208,8 @@ int jp_client_request(jp_client *c, const char *method, const char *path, const 
         if (out.too_big)
             rc = jp_err_set(err, JP_ETOOBIG, "response from %s is larger than %zu bytes", c->base,
                             (size_t)JP_CLIENT_MAX_RESPONSE);
+        else if (cc == CURLE_ABORTED_BY_CALLBACK && c->interrupt && *c->interrupt)
+            rc = jp_err_set(err, JP_ECANCELLED, "request to %s interrupted", c->base);
         else
             rc = transport_error(c, cc, err);
         goto out;

@@ -6,6 +6,7 @@
 #include "core/err.h"
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 
 /* Ceiling on one response body (bytes): a list of 1000 jobs with large
@@ -36,6 +37,11 @@ const char *jp_client_url(const jp_client *c);
  * the default). Connecting is always limited to 10 s. */
 void jp_client_set_timeout(jp_client *c, long ms);
 
+/* Makes each following request give up soon (within about a second) after
+ * *flag becomes non-zero, typically set by a signal handler; NULL turns this
+ * off. The flag is the caller's and must outlive the client's requests. */
+void jp_client_set_interrupt(jp_client *c, const volatile sig_atomic_t *flag);
+
 /* Sends `method` to base URL + `path` (which starts with "/" and is already
  * escaped; see jp_client_escape), with `body` as JSON if not NULL (not allowed
  * with GET). For any HTTP response, whatever its status, returns 0 with
@@ -45,6 +51,7 @@ void jp_client_set_timeout(jp_client *c, long ms);
  *                ("cannot reach http://127.0.0.1:8080: Connection refused");
  *                no other code means that;
  *   JP_ETOOBIG   the response is larger than JP_CLIENT_MAX_RESPONSE;
+ *   JP_ECANCELLED the interrupt flag was set (jp_client_set_interrupt);
  *   JP_EINVAL    a body with GET, or a body that cannot be encoded. */
 int jp_client_request(jp_client *c, const char *method, const char *path, const json_t *body,
                       long *ret_status, json_t **ret_body, jp_err *err);

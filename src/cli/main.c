@@ -8,12 +8,17 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Exit statuses: scripts tell outcomes apart by these, so they never change. */
 enum {
@@ -178,6 +183,8 @@ typedef struct table {
     char **cells;                  /* pending rows, ncols each, owned */
     size_t nrows, cap;             /* in rows */
     bool head_done;
+    FILE *out;                     /* stdout unless changed after table_init */
+    size_t clip;                   /* cells wider than this are shortened; 0 = never */
 } table;
 
 /* Display width of UTF-8 text: its code points (wide characters are rare in
@@ -191,9 +198,27 @@ static size_t text_width(const char *s)
     return w;
 }
 
+/* Shortens `s` in place to at most `maxw` display columns, the last two
+ * being "..", so one long name cannot push a table off the screen. */
+static void clip_text(char *s, size_t maxw)
+{
+    size_t w = 0;
+    char *p;
+
+    if (maxw < 3 || text_width(s) <= maxw)
+        return;
+    /* The kept prefix is shorter than `s` by at least 3 code points, so
+     * there is room for "..". */
+    for (p = s; *p; p++)
+        if (((unsigned char)*p & 0xC0) != 0x80 && ++w > maxw - 2)
+            break;
+    memcpy(p, "..", 3);
+}
+
 static void table_init(table *t, int ncols, const char *const *head)
 {
     memset(t, 0, sizeof *t);
+    t->out = stdout;
     t->ncols = ncols;
     for (int i = 0; i < ncols; i++) {
         t->head[i] = head[i];
@@ -210,7 +235,10 @@ static void table_add(table *t, char **row)
     }
     for (int i = 0; i < t->ncols; i++) {
         char *s = sanitize(row[i]);
-        size_t w = text_width(s);
+        size_t w;
+        if (t->clip)
+            clip_text(s, t->clip);
+        w = text_width(s);
         t->cells[t->nrows * (size_t)t->ncols + (size_t)i] = s;
         if (w > t->width[i])
             t->width[i] = w;
@@ -221,12 +249,12 @@ static void table_add(table *t, char **row)
 static void print_row(const table *t, const char *const *row)
 {
     for (int i = 0; i < t->ncols; i++) {
-        fputs(row[i], stdout);
+        fputs(row[i], t->out);
         if (i + 1 < t->ncols)
             for (size_t w = text_width(row[i]); w < t->width[i] + 2; w++)
-                fputc(' ', stdout);
+                fputc(' ', t->out);
     }
-    fputc('\n', stdout);
+    fputc('\n', t->out);
 }
 
 /* Prints the header (once) and the pending rows, then forgets them. */
@@ -562,15 +590,15 @@ out:
     return ex;
 }
 
-/* Parses --wait-timeout seconds (fractions allowed) into ms. */
-static bool parse_seconds(const char *s, int64_t *ret_ms)
+/* Parses seconds (fractions allowed), more than 0 and at least `min`, into ms. */
+static bool parse_seconds(const char *s, double min, int64_t *ret_ms)
 {
     char *end = NULL;
     double v;
 
     errno = 0;
     v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v > 1e9)
+    if (end == s || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v < min || v > 1e9)
         return false;
     *ret_ms = (int64_t)ceil(v * 1000);
     return true;
@@ -583,7 +611,7 @@ static int run_submit(cli *c, void *v, const char *id)
     int64_t limit_ms = 0;
     int ex;
 
-    if (a->wait_timeout && !parse_seconds(a->wait_timeout, &limit_ms)) {
+    if (a->wait_timeout && !parse_seconds(a->wait_timeout, 0, &limit_ms)) {
         fail("--wait-timeout: \"%.64s\" is not a positive number of seconds", a->wait_timeout);
         return EXIT_USAGE;
     }
@@ -898,16 +926,17 @@ static void add_queue_row(table *t, const char *queue, const char *prio, const j
     table_add(t, row);
 }
 
-static void print_queues(const json_t *queues)
+static const char *const QUEUE_HEAD[] = {"QUEUE", "PRIORITY", "LENGTH", "PENDING", "OLDEST"};
+
+/* Adds a row to `t` (made with QUEUE_HEAD) for each queue and priority of a
+ * stats answer's "queues", sorted by name. */
+static void add_queue_rows(table *t, const json_t *queues)
 {
-    static const char *const head[] = {"QUEUE", "PRIORITY", "LENGTH", "PENDING", "OLDEST"};
     size_t nq = json_object_size(queues), k = 0;
     const char **names = jp_xcalloc(nq ? nq : 1, sizeof *names);
     const char *name, *prio;
     json_t *per, *s;
-    table t;
 
-    table_init(&t, 5, head);
     json_object_foreach((json_t *)queues, name, per)
         names[k++] = name;
     qsort(names, nq, sizeof *names, compare_str);
@@ -916,14 +945,22 @@ static void print_queues(const json_t *queues)
         /* Priorities in dispatch order, then any the server adds later. */
         for (size_t p = 0; p < 4; p++)
             if ((s = json_object_get(per, PRIORITIES[p])))
-                add_queue_row(&t, names[k], PRIORITIES[p], s);
+                add_queue_row(t, names[k], PRIORITIES[p], s);
         json_object_foreach(per, prio, s)
             if (!in_list(prio, PRIORITIES, 4))
-                add_queue_row(&t, names[k], prio, s);
+                add_queue_row(t, names[k], prio, s);
     }
+    free(names);
+}
+
+static void print_queues(const json_t *queues)
+{
+    table t;
+
+    table_init(&t, 5, QUEUE_HEAD);
+    add_queue_rows(&t, queues);
     table_flush(&t);
     table_done(&t);
-    free(names);
 }
 
 static int run_stats(cli *c, void *v, const char *id)
@@ -966,6 +1003,463 @@ out:
     return ex;
 }
 
+/* ---- workers ---- */
+
+/* A JSON array as "a,b,c" ("-" when empty); any other value as a cell. */
+static char *list_cell(const json_t *v)
+{
+    jp_buf b;
+    size_t i;
+    json_t *x;
+    char *s;
+
+    if (!json_is_array(v))
+        return cell(v);
+    if (json_array_size(v) == 0)
+        return jp_xstrdup("-");
+    jp_buf_init(&b, 0);
+    json_array_foreach(v, i, x) {
+        s = cell(x);
+        if (i > 0)
+            jp_buf_append(&b, ",", 1);
+        jp_buf_append(&b, s, strlen(s));
+        free(s);
+    }
+    s = jp_xstrdup(jp_buf_cstr(&b));
+    jp_buf_done(&b);
+    return s;
+}
+
+/* An age in ms as "0.4s ago", "3m05s ago", "2h10m ago" or "3d04h ago". */
+static char *age_text(int64_t ms)
+{
+    long long v;
+
+    /* A worker whose clock runs a little ahead of ours was just seen. */
+    v = ms > 0 ? (long long)ms : 0;
+    if (v < 60000)
+        return jp_xasprintf("%lld.%llds ago", v / 1000, v % 1000 / 100);
+    if (v < 3600000)
+        return jp_xasprintf("%lldm%02llds ago", v / 60000, v % 60000 / 1000);
+    if (v < 86400000)
+        return jp_xasprintf("%lldh%02lldm ago", v / 3600000, v % 3600000 / 60000);
+    return jp_xasprintf("%lldd%02lldh ago", v / 86400000, v % 86400000 / 3600000);
+}
+
+static char *heartbeat_cell(const json_t *v, int64_t now_ms)
+{
+    const char *s = json_string_value(v);
+    int64_t at;
+
+    if (s && jp_time_parse(s, &at))
+        return age_text(now_ms - at);
+    return cell(v);
+}
+
+/* "in_flight/concurrency", with "-" for either one missing. */
+static char *load_cell(const json_t *w)
+{
+    const json_t *busy = json_object_get(w, "in_flight");
+    const json_t *cap = json_object_get(w, "concurrency");
+    char *a, *b, *s;
+
+    if ((!busy || json_is_null(busy)) && (!cap || json_is_null(cap)))
+        return jp_xstrdup("-");
+    a = cell(busy);
+    b = cell(cap);
+    s = jp_xasprintf("%s/%s", a, b);
+    free(a);
+    free(b);
+    return s;
+}
+
+static int run_workers(cli *c, void *v, const char *id)
+{
+    static const char *const head[] = {"ID",         "HOST",      "QUEUES",
+                                       "STRATEGIES", "IN-FLIGHT", "LAST-HEARTBEAT"};
+    json_t *resp = NULL, *list, *w;
+    int64_t now;
+    size_t i;
+    table t;
+    int ex;
+
+    table_init(&t, 6, head);
+    ex = call(c, "GET", "/api/v1/workers", NULL, &resp);
+    if (ex != EXIT_OK)
+        goto out;
+    if (c->json) {
+        print_json(c, resp);
+        goto out;
+    }
+    list = json_object_get(resp, "workers");
+    if (!json_is_array(list)) {
+        fail("server answered without \"workers\"");
+        ex = EXIT_FAIL;
+        goto out;
+    }
+    if (json_array_size(list) == 0) {
+        fail("no live workers");
+        goto out;
+    }
+    now = jp_now_ms();
+    json_array_foreach(list, i, w) {
+        char *row[6];
+        row[0] = cell(json_object_get(w, "id"));
+        row[1] = cell(json_object_get(w, "host"));
+        row[2] = list_cell(json_object_get(w, "queues"));
+        row[3] = list_cell(json_object_get(w, "strategies"));
+        row[4] = load_cell(w);
+        row[5] = heartbeat_cell(json_object_get(w, "last_heartbeat"), now);
+        table_add(&t, row);
+    }
+    table_flush(&t);
+out:
+    table_done(&t);
+    json_decref(resp);
+    return ex;
+}
+
+/* ---- watch ---- */
+
+#define WATCH_MIN_INTERVAL 0.1     /* seconds */
+#define WATCH_REQUEST_MIN_MS 2000  /* a hung server costs a frame at most this, or 2 intervals */
+#define WATCH_NAME_MAX 24          /* widest queue name shown, in columns */
+#define WATCH_URL_MAX 40
+#define WATCH_COUNT_COLS 4         /* status counts per line */
+
+/* Set by SIGINT while watching: a signal handler can reach nothing else. */
+static volatile sig_atomic_t watch_interrupted;
+
+static void on_sigint(int sig)
+{
+    watch_interrupted = 1;
+}
+
+typedef struct watch_args {
+    const char *interval;
+    int64_t count;
+} watch_args;
+
+static size_t watch_table(void *v, jp_opt *o)
+{
+    watch_args *a = v;
+    size_t n = 0;
+
+    a->count = UNSET;
+    o[n++] = (jp_opt){"interval", NULL, JP_OPT_STR, &a->interval, "1", 0, 0, "S",
+                      "Seconds between refreshes, at least 0.1"};
+    o[n++] = (jp_opt){"count", NULL, JP_OPT_INT, &a->count, NULL, 1, INT32_MAX, "N",
+                      "Stop after N refreshes (default: until Ctrl-C)"};
+    return n;
+}
+
+/* What one refresh learnt. */
+typedef struct snapshot {
+    json_t *stats;    /* the stats answer, or NULL when there was none */
+    json_t *workers;  /* the workers answer, or NULL when unavailable */
+    char error[JP_ERR_MSG_MAX];  /* why stats is NULL, one line */
+    bool unreachable;            /* no HTTP answer at all */
+    bool has_rate;
+    double rate;                 /* jobs completed per second since the last refresh */
+} snapshot;
+
+/* What carries from one refresh to the next. */
+typedef struct watch_state {
+    int64_t interval_ms;
+    bool tty;               /* stdout is a terminal: redraw in place */
+    bool has_prev;          /* prev_* hold the last answered refresh */
+    int64_t prev_completed;
+    int64_t prev_at;        /* monotonic ms */
+} watch_state;
+
+static void snapshot_done(snapshot *s)
+{
+    json_decref(s->stats);
+    json_decref(s->workers);
+    s->stats = s->workers = NULL;
+}
+
+static void fetch(cli *c, watch_state *w, snapshot *s)
+{
+    jp_err err = {0};
+    json_t *counts;
+    int64_t done, now;
+    int ex;
+
+    memset(s, 0, sizeof *s);
+    ex = call_quiet(c, "GET", "/api/v1/queue/stats", NULL, &s->stats, &err);
+    now = jp_mono_ms();
+    if (ex != EXIT_OK) {
+        s->stats = NULL;
+        s->unreachable = ex == EXIT_UNREACHABLE;
+        snprintf(s->error, sizeof s->error, "%s", jp_err_msg(&err));
+        sanitize(s->error);
+        w->has_prev = false;
+        return;
+    }
+    counts = json_object_get(s->stats, "counts");
+    if (!json_int(json_object_get(counts, "completed"), &done)) {
+        w->has_prev = false;
+    } else {
+        /* A count that went down means another database: no rate then. */
+        if (w->has_prev && now > w->prev_at && done >= w->prev_completed) {
+            s->has_rate = true;
+            s->rate = (double)(done - w->prev_completed) * 1000.0 / (double)(now - w->prev_at);
+        }
+        w->has_prev = true;
+        w->prev_completed = done;
+        w->prev_at = now;
+    }
+    /* Servers without the workers list (or with it failing) still get
+     * watched: the line is just left out. */
+    if (call_quiet(c, "GET", "/api/v1/workers", NULL, &s->workers, &err) != EXIT_OK ||
+        !json_is_array(json_object_get(s->workers, "workers"))) {
+        json_decref(s->workers);
+        s->workers = NULL;
+    }
+}
+
+/* Terminal height in lines, or 0 when unknown. */
+static int terminal_rows(void)
+{
+    struct winsize ws;
+
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0)
+        return 0;
+    return ws.ws_row;
+}
+
+static void put_count(FILE *f, int *col, int *lines, const char *name, const json_t *v)
+{
+    char *shown = sanitize(jp_xstrdup(name));
+    char *n = v ? cell(v) : jp_xstrdup("0");
+
+    clip_text(shown, 12);
+    clip_text(sanitize(n), 16);
+    if (*col == WATCH_COUNT_COLS) {
+        fputc('\n', f);
+        (*lines)++;
+        *col = 0;
+    }
+    fprintf(f, "%s%-9s %6s", *col ? "   " : "", shown, n);
+    (*col)++;
+    free(n);
+    free(shown);
+}
+
+/* Appends "workers N   in flight B/C" from a workers answer. */
+static void put_workers(FILE *f, const json_t *resp)
+{
+    const json_t *list = json_object_get(resp, "workers");
+    int64_t busy = 0, cap = 0, n;
+    bool any_busy = false, all_cap = true;
+    json_t *x;
+    size_t i;
+
+    json_array_foreach(list, i, x) {
+        if (json_int(json_object_get(x, "in_flight"), &n)) {
+            busy += n;
+            any_busy = true;
+        }
+        if (json_int(json_object_get(x, "concurrency"), &n))
+            cap += n;
+        else
+            all_cap = false;
+    }
+    fprintf(f, "   workers %zu", json_array_size(list));
+    if (any_busy) {
+        fprintf(f, "   in flight %lld", (long long)busy);
+        if (all_cap)
+            fprintf(f, "/%lld", (long long)cap);
+    }
+}
+
+/* One frame of text; each line ends with "\n" and none is empty, so a
+ * blank line can separate frames. */
+static void draw_text(FILE *f, const cli *c, const watch_state *w, const snapshot *s)
+{
+    const json_t *counts, *v;
+    const char *st;
+    char *url = sanitize(jp_xstrdup(jp_client_url(c->client)));
+    char clock[16] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    int col = 0, lines = 0, rows;
+    table t;
+
+    if (localtime_r(&now, &tm))
+        strftime(clock, sizeof clock, "%H:%M:%S", &tm);
+    clip_text(url, WATCH_URL_MAX);
+    fprintf(f, "jobplane watch  %s  every %gs  %s\n", url, (double)w->interval_ms / 1000.0,
+            clock);
+    free(url);
+    if (!s->stats) {
+        fprintf(f, "server %s: %s\n", s->unreachable ? "unreachable" : "error", s->error);
+        return;
+    }
+    lines = 1;
+    counts = json_object_get(s->stats, "counts");
+    for (size_t i = 0; i < 7; i++)
+        put_count(f, &col, &lines, STATUSES[i], json_object_get(counts, STATUSES[i]));
+    json_object_foreach((json_t *)counts, st, v)
+        if (!in_list(st, STATUSES, 7))
+            put_count(f, &col, &lines, st, v);
+    fputc('\n', f);
+    lines++;
+
+    if (s->has_rate)
+        fprintf(f, "completed/s %.1f", s->rate);
+    else
+        fputs("completed/s -", f);
+    if (s->workers)
+        put_workers(f, s->workers);
+    fputc('\n', f);
+    lines++;
+
+    table_init(&t, 5, QUEUE_HEAD);
+    t.out = f;
+    t.clip = WATCH_NAME_MAX;
+    add_queue_rows(&t, json_object_get(s->stats, "queues"));
+    if (t.nrows == 0) {
+        fputs("no queues\n", f);
+    } else {
+        /* On a terminal the frame must fit, or the top would scroll away:
+         * the table header, the rows, a "more" line and the cursor's line. */
+        rows = w->tty ? terminal_rows() - lines - 2 : 0;
+        if (w->tty && rows > 0 && t.nrows > (size_t)rows) {
+            size_t keep = (size_t)rows - 1, dropped = t.nrows - keep;
+            for (size_t k = keep * (size_t)t.ncols; k < t.nrows * (size_t)t.ncols; k++)
+                free(t.cells[k]);
+            t.nrows = keep;
+            table_flush(&t);
+            fprintf(f, "... %zu more\n", dropped);
+        } else {
+            table_flush(&t);
+        }
+    }
+    table_done(&t);
+}
+
+/* One frame as a line of JSON, for scripts. */
+static void draw_json(FILE *f, const snapshot *s)
+{
+    char at[JP_TIME_STR_MAX];
+    json_t *frame;
+
+    jp_time_format(jp_now_ms(), at);
+    frame = json_pack("{s:s}", "time", at);
+    if (s->stats) {
+        json_object_set(frame, "stats", s->stats);
+        json_object_set_new(frame, "completed_per_second",
+                            s->has_rate ? json_real(s->rate) : json_null());
+        json_object_set(frame, "workers", s->workers ? s->workers : json_null());
+    } else {
+        json_object_set_new(frame, "error",
+                            json_pack("{s:s,s:s}", "code",
+                                      s->unreachable ? "unreachable" : "error", "message",
+                                      s->error));
+    }
+    json_dumpf(frame, f, JSON_COMPACT);
+    fputc('\n', f);
+    json_decref(frame);
+}
+
+/* Sleeps until the monotonic clock reads `at`; false when SIGINT came first. */
+static bool pause_until(int64_t at)
+{
+    sigset_t block, old;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    for (;;) {
+        int64_t left = at - jp_mono_ms();
+        struct timespec ts;
+        if (watch_interrupted || left <= 0)
+            break;
+        ts.tv_sec = (time_t)(left / 1000);
+        ts.tv_nsec = (long)(left % 1000) * 1000000L;
+        /* SIGINT gets in only while waiting, so one arriving just after the
+         * check still ends the wait at once. */
+        ppoll(NULL, 0, &ts, &old);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return !watch_interrupted;
+}
+
+static int run_watch(cli *c, void *v, const char *id)
+{
+    watch_args *a = v;
+    watch_state w = {0};
+    struct sigaction sa, old_sa;
+    int64_t next_at = 0, timeout_ms;
+    int ex = EXIT_OK;
+
+    if (!parse_seconds(a->interval, WATCH_MIN_INTERVAL, &w.interval_ms)) {
+        fail("--interval: \"%.64s\" is not a number of seconds of at least %g", a->interval,
+             WATCH_MIN_INTERVAL);
+        return EXIT_USAGE;
+    }
+    w.tty = isatty(STDOUT_FILENO) && !c->json;
+    timeout_ms = 2 * w.interval_ms > WATCH_REQUEST_MIN_MS ? 2 * w.interval_ms
+                                                          : WATCH_REQUEST_MIN_MS;
+    jp_client_set_timeout(c->client, (long)timeout_ms);
+
+    watch_interrupted = 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;  /* no SA_RESTART: a sleep must end at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
+    jp_client_set_interrupt(c->client, &watch_interrupted);
+
+    for (int64_t frame = 0; a->count == UNSET || frame < a->count; frame++) {
+        snapshot s;
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        if (frame > 0 && !pause_until(next_at))
+            break;
+        next_at = jp_mono_ms() + w.interval_ms;
+        fetch(c, &w, &s);
+        f = open_memstream(&text, &len);
+        if (!f) {
+            snapshot_done(&s);
+            fail("cannot draw a frame: %s", strerror(errno));
+            ex = EXIT_FAIL;
+            break;
+        }
+        if (c->json)
+            draw_json(f, &s);
+        else
+            draw_text(f, c, &w, &s);
+        fclose(f);
+        snapshot_done(&s);
+        if (watch_interrupted) {
+            free(text);
+            break;
+        }
+        /* The frame goes out in one write, so a terminal never shows half. */
+        if (w.tty)
+            fputs("\033[H\033[J", stdout);
+        fwrite(text, 1, len, stdout);
+        if (!w.tty && !c->json)
+            fputc('\n', stdout);
+        free(text);
+        if (fflush(stdout) != 0) {
+            fail("cannot write the output: %s", strerror(errno));
+            ex = EXIT_FAIL;
+            break;
+        }
+    }
+    if (watch_interrupted && ex == EXIT_OK)
+        fputc('\n', stdout);
+    jp_client_set_interrupt(c->client, NULL);
+    jp_client_set_timeout(c->client, 0);
+    sigaction(SIGINT, &old_sa, NULL);
+    return ex;
+}
+
 /* ---- the command table and help ---- */
 
 static const command COMMANDS[] = {
@@ -980,6 +1474,11 @@ static const command COMMANDS[] = {
      NULL, run_attempts},
     {"stats", "", "Count jobs by state, and show each queue's waiting jobs by priority", 0, 0,
      NULL, run_stats},
+    {"workers", "", "List the live workers: queues, strategies, jobs in flight, last heartbeat",
+     0, 0, NULL, run_workers},
+    {"watch", "[options]",
+     "Live counts, throughput, workers and queues (--json: one line per refresh)", 0,
+     sizeof(watch_args), watch_table, run_watch},
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -1017,7 +1516,8 @@ static void full_help(FILE *out)
             char left[96];
             snprintf(left, sizeof left, "--%s%s%s", o[k].name, o[k].meta ? " " : "",
                      o[k].meta ? o[k].meta : "");
-            fprintf(out, "        %-22s %s\n", left, o[k].help);
+            fprintf(out, "        %-22s %s%s%s%s\n", left, o[k].help, o[k].def ? " (default: " : "",
+                    o[k].def ? o[k].def : "", o[k].def ? ")" : "");
         }
         free(args);
     }

@@ -18,6 +18,12 @@
 /* The stream key of a queue and priority, into out (at least 96 bytes). */
 void jp_redis_stream_key(const char *queue, int priority, char *out, size_t outlen);
 
+/* Weighted dispatch (a worker option): each pop reads a queue's streams in
+ * an order drawn at random with weights 8, 4, 2, 1 (emergency to low), so
+ * emergency dominates and low is never starved. Off: strict priority.
+ * No effect on other backends. */
+void jp_redis_set_weighted(jp_queue *q, bool on);
+
 /* Writes the presence hash jobplane:worker:<id> from the string, number and
  * array members of `fields` (arrays stored comma-joined) and sets its TTL. */
 int jp_redis_presence_set(jp_queue *q, const char *worker_id, const json_t *fields, int ttl_s,

@@ -1,12 +1,15 @@
 /* The operations every entry point of the control plane shares, and what
  * must follow a committed change: the database is written first, then the
- * queue, the scheduler and the engine hear of it. */
+ * queue, the scheduler and the engine (or the workers) hear of it. */
 #include "server/app.h"
 
 #include "core/jtime.h"
+#include "core/log.h"
 #include "core/mem.h"
+#include "queue/redis.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -21,12 +24,65 @@ int64_t jp_app_backoff_ms(jp_app *app, int attempt)
 
 int jp_app_check_strategy(jp_app *app, const char *strategy, jp_err *err)
 {
+    /* Workers may run strategies this process has never heard of (plugins);
+     * a worker that lacks one records a failed attempt saying so. */
+    if (app->distributed)
+        return 0;
 #ifdef JP_WITH_ENGINE
     if (app->engine && jp_embedded_has(app->engine, strategy))
         return 0;
 #endif
     return jp_err_set(err, JP_EINVAL, "unknown strategy \"%s\" (enabled here: %s)", strategy,
                       app->cfg.strategies ? app->cfg.strategies : "none");
+}
+
+/* Logs a transport failure once per outage, not once per job. */
+static atomic_bool transport_down;
+
+void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n)
+{
+    if (!n)
+        return;
+    jp_err err;
+    jp_err_clear(&err);
+    if (jp_queue_push(app->queue, jobs, n, &err) < 0) {
+        if (!atomic_exchange(&transport_down, true))
+            jp_warn("cannot enqueue: %s; jobs stay %s until it is back", jp_err_msg(&err),
+                    jp_status_name(app->runnable));
+        return;
+    }
+    if (atomic_exchange(&transport_down, false))
+        jp_info("queue reachable again");
+    if (!app->distributed)
+        return;
+
+    /* On a stream now: record it. A crash before this commit leaves the job
+     * pending and the reconciler sends it again; the duplicate message is
+     * dropped by whichever worker sees its stale attempt. */
+    jp_store_op *ops = jp_xcalloc(n, sizeof *ops);
+    size_t nops = 0;
+    int64_t now = jp_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->status != JP_ST_PENDING)
+            continue;
+        memcpy(ops[nops].job_id, jobs[i]->id, sizeof ops[nops].job_id);
+        ops[nops].ev.kind = JP_EV_ENQUEUED;
+        ops[nops].ev.now_ms = now;
+        nops++;
+    }
+    if (nops && jp_group_apply(app->group, ops, nops, &err) == 0) {
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < nops; i++) {
+            if (jobs[i]->status != JP_ST_PENDING)
+                continue;
+            if (ops[k].rc == 0) {
+                jobs[i]->status = JP_ST_QUEUED;
+                jobs[i]->updated_at_ms = now;
+            }
+            k++;
+        }
+    }
+    free(ops);
 }
 
 /* Queues what became runnable and wakes the scheduler for what waits. */
@@ -36,14 +92,13 @@ static void follow_up(jp_app *app, jp_job **jobs, size_t n)
     size_t nr = 0;
     int64_t earliest = 0;
     for (size_t i = 0; i < n; i++) {
-        if (jobs[i]->status == JP_ST_QUEUED)
+        if (jobs[i]->status == JP_ST_QUEUED || jobs[i]->status == JP_ST_PENDING)
             runnable[nr++] = jobs[i];
         else if (jobs[i]->status == JP_ST_SCHEDULED &&
                  (!earliest || jobs[i]->run_at_ms < earliest))
             earliest = jobs[i]->run_at_ms;
     }
-    if (nr)
-        jp_queue_push(app->queue, runnable, nr, NULL);
+    jp_app_enqueue(app, runnable, nr);
     if (earliest && app->sched)
         jp_scheduler_poke(app->sched, earliest);
     free(runnable);
@@ -51,6 +106,9 @@ static void follow_up(jp_app *app, jp_job **jobs, size_t n)
 
 int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *err)
 {
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->status == JP_ST_QUEUED)
+            jobs[i]->status = app->runnable;
     int rc = jp_group_create(app->group, jobs, n, existed, err);
     if (rc < 0)
         return rc;
@@ -65,6 +123,22 @@ int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *e
     return 0;
 }
 
+static void stop_run(jp_app *app, const char *job_id)
+{
+    if (app->distributed) {
+        jp_err err;
+        jp_err_clear(&err);
+        if (jp_redis_publish_cancel(app->queue, job_id, &err) < 0)
+            jp_warn("job %s: cannot tell the workers to stop it: %s; its report will be refused",
+                    job_id, jp_err_msg(&err));
+        return;
+    }
+#ifdef JP_WITH_ENGINE
+    if (app->engine)
+        jp_embedded_cancel(app->engine, job_id);
+#endif
+}
+
 int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
 {
     /* Changes that can make a job runnable need the job to queue it. */
@@ -72,7 +146,8 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
     for (size_t i = 0; i < n; i++) {
         asked[i] = ops[i].want_job;
         jp_event_kind k = ops[i].ev.kind;
-        if (k == JP_EV_RETRY || k == JP_EV_REQUEUE || k == JP_EV_DUE || k == JP_EV_ENQUEUED)
+        if (k == JP_EV_RETRY || k == JP_EV_REQUEUE || k == JP_EV_DUE ||
+            (k == JP_EV_ENQUEUED && !app->distributed))
             ops[i].want_job = true;
     }
     int rc = jp_group_apply(app->group, ops, n, err);
@@ -87,20 +162,21 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
         jp_store_op *op = &ops[i];
         if (op->rc < 0)
             continue;
-        if (op->after == JP_ST_QUEUED && op->job)
+        /* In distributed mode ENQUEUED follows the push; elsewhere it precedes it. */
+        bool runnable = op->after == JP_ST_PENDING ||
+                        (op->after == JP_ST_QUEUED &&
+                         !(op->ev.kind == JP_EV_ENQUEUED && app->distributed));
+        if (runnable && op->job)
             changed[nc++] = op->job;
         if (op->after == JP_ST_SCHEDULED) {
             int64_t at = op->job ? op->job->run_at_ms : op->ev.now_ms + op->ev.backoff_ms;
             if (!earliest || at < earliest)
                 earliest = at;
         }
-#ifdef JP_WITH_ENGINE
-        if (op->before == JP_ST_RUNNING && op->after == JP_ST_CANCELLED && app->engine)
-            jp_embedded_cancel(app->engine, op->job_id);
-#endif
+        if (op->before == JP_ST_RUNNING && op->after == JP_ST_CANCELLED)
+            stop_run(app, op->job_id);
     }
-    if (nc)
-        jp_queue_push(app->queue, changed, nc, NULL);
+    jp_app_enqueue(app, changed, nc);
     if (earliest && app->sched)
         jp_scheduler_poke(app->sched, earliest);
     for (size_t i = 0; i < n; i++) {
@@ -117,7 +193,8 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
 
 #define RECOVER_BATCH 500
 
-/* Applies `kind` to every job in `status`, a batch at a time. */
+/* Applies `kind` to every job in `status`, a batch at a time (kind 0 with
+ * QUEUED: only put them back on the in-process queue). */
 static int recover_status(jp_app *app, jp_status status, jp_event_kind kind, size_t *ret_count,
                           jp_err *err)
 {
@@ -135,9 +212,10 @@ static int recover_status(jp_app *app, jp_status status, jp_event_kind kind, siz
             break;
         }
         memcpy(after, jobs[n - 1]->id, sizeof after);
-        if (kind == JP_EV_ENQUEUED && status == JP_ST_QUEUED) {
-            /* Already queued in the store: only the in-memory queue was lost. */
-            jp_queue_push(app->queue, jobs, n, NULL);
+        if (status == JP_ST_PENDING && app->distributed) {
+            jp_app_enqueue(app, jobs, n);
+        } else if (kind == JP_EV_ENQUEUED && status == JP_ST_QUEUED) {
+            jp_app_enqueue(app, jobs, n); /* only the in-process queue was lost */
         } else {
             jp_store_op *ops = jp_xcalloc(n, sizeof *ops);
             int64_t now = jp_now_ms();
@@ -167,11 +245,18 @@ int jp_app_recover(jp_app *app, size_t *ret_queued, size_t *ret_lost, jp_err *er
 {
     size_t lost = 0, queued = 0, pending = 0;
     int rc;
-    /* Queued first, so that requeued jobs are not pushed twice. */
-    if ((rc = recover_status(app, JP_ST_QUEUED, JP_EV_ENQUEUED, &queued, err)) < 0 ||
-        (rc = recover_status(app, JP_ST_PENDING, JP_EV_ENQUEUED, &pending, err)) < 0 ||
-        (rc = recover_status(app, JP_ST_RUNNING, JP_EV_REQUEUE, &lost, err)) < 0)
-        return rc;
+    if (app->distributed) {
+        /* Queued and running jobs live in Redis and in the workers; the
+         * reconciler checks on them. Pending ones never made it there. */
+        if ((rc = recover_status(app, JP_ST_PENDING, JP_EV_ENQUEUED, &pending, err)) < 0)
+            return rc;
+    } else {
+        /* Queued first, so that requeued jobs are not pushed twice. */
+        if ((rc = recover_status(app, JP_ST_QUEUED, JP_EV_ENQUEUED, &queued, err)) < 0 ||
+            (rc = recover_status(app, JP_ST_PENDING, JP_EV_ENQUEUED, &pending, err)) < 0 ||
+            (rc = recover_status(app, JP_ST_RUNNING, JP_EV_REQUEUE, &lost, err)) < 0)
+            return rc;
+    }
     *ret_queued = queued + pending;
     *ret_lost = lost;
     return 0;

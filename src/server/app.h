@@ -16,6 +16,8 @@
 
 typedef struct jp_scheduler jp_scheduler;
 typedef struct jp_embedded jp_embedded;
+typedef struct jp_reconciler jp_reconciler;
+typedef struct jp_auth jp_auth;
 
 typedef struct jp_config {
     const char *listen;
@@ -31,6 +33,11 @@ typedef struct jp_config {
     int64_t max_output_bytes;
     int64_t drain_timeout_s;
     const char *log_level;
+    const char *redis;          /* distributed mode when set */
+    const char *tokens;         /* tokens file, or NULL */
+    int64_t reconcile_interval_s;
+    int64_t lease_s;            /* the workers' lease, to judge stale runs */
+    bool allow_evicting;
 } jp_config;
 
 typedef struct jp_app {
@@ -39,7 +46,12 @@ typedef struct jp_app {
     jp_group *group;
     jp_queue *queue;
     jp_scheduler *sched;
-    jp_embedded *engine;  /* NULL when built without the engine */
+    jp_embedded *engine;  /* embedded mode; NULL in distributed mode */
+    jp_reconciler *reconciler;  /* distributed mode */
+    jp_auth *auth;        /* NULL: no tokens, every caller may do everything */
+    bool distributed;     /* jobs go through Redis to jobplane-worker processes */
+    jp_status runnable;   /* what a runnable job becomes: QUEUED, or PENDING
+                             until it is on a Redis stream */
     int64_t started_ms;
 } jp_app;
 
@@ -57,6 +69,12 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err);
  * jittered (core/state.h jp_backoff_ms) with the configured base and cap. */
 int64_t jp_app_backoff_ms(jp_app *app, int attempt);
 
+/* Puts runnable jobs (QUEUED in embedded mode; PENDING in distributed mode,
+ * which become QUEUED once on a stream) on the queue. In distributed mode a
+ * job Redis did not take stays PENDING for the reconciler; jobs[i]->status
+ * tells which. */
+void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n);
+
 /* Whether jobs of this strategy can run here (0, or JP_EINVAL naming it). */
 int jp_app_check_strategy(jp_app *app, const char *strategy, jp_err *err);
 
@@ -71,10 +89,19 @@ int jp_scheduler_start(jp_app *app, jp_scheduler **ret, jp_err *err);
 void jp_scheduler_poke(jp_scheduler *s, int64_t run_at_ms);
 void jp_scheduler_stop(jp_scheduler *s);
 
+/* The reconciler (distributed mode): puts back from the database whatever
+ * Redis lost, enqueues jobs left pending, requeues runs nobody finishes. */
+int jp_reconciler_start(jp_app *app, jp_reconciler **ret, jp_err *err);
+/* One pass now (also used at start); returns the number of jobs put back. */
+size_t jp_reconciler_pass(jp_app *app);
+void jp_reconciler_stop(jp_reconciler *r);
+
 /* The in-process engine (embedded mode); absent when built without it. */
 #ifdef JP_WITH_ENGINE
 int jp_embedded_start(jp_app *app, jp_embedded **ret, jp_err *err);
 bool jp_embedded_has(jp_embedded *e, const char *strategy);
+/* The engine as GET /api/v1/workers shows it. New reference. */
+json_t *jp_embedded_info(jp_embedded *e);
 /* Stops the run of job `id` if it is running here. */
 void jp_embedded_cancel(jp_embedded *e, const char *id);
 /* Stops taking jobs, waits for running ones up to the drain timeout, then

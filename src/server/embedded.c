@@ -58,6 +58,30 @@ void jp_embedded_cancel(jp_embedded *e, const char *id)
     pthread_mutex_unlock(&e->mu);
 }
 
+json_t *jp_embedded_info(jp_embedded *e)
+{
+    size_t busy = 0;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->nthreads; i++)
+        busy += e->slots[i].task != NULL;
+    pthread_mutex_unlock(&e->mu);
+    char started[JP_TIME_STR_MAX], now[JP_TIME_STR_MAX];
+    jp_time_format(e->app->started_ms, started);
+    jp_time_format(jp_now_ms(), now);
+    json_t *strategies = json_array();
+    char *names = jp_xstrdup(jp_engine_names(e->engine));
+    for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(strategies, json_string(t));
+    free(names);
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    return json_pack("{s:s,s:s,s:I,s:b,s:[s],s:o,s:I,s:I,s:s,s:s}", "id", e->worker_id, "host",
+                     host, "pid", (json_int_t)getpid(), "embedded", 1, "queues", "*",
+                     "strategies", strategies, "concurrency", (json_int_t)e->nthreads,
+                     "in_flight", (json_int_t)busy, "started_at", started, "last_heartbeat",
+                     now);
+}
+
 bool jp_embedded_has(jp_embedded *e, const char *strategy)
 {
     return jp_engine_has(e->engine, strategy);

@@ -4,7 +4,9 @@
 #include "core/jtime.h"
 #include "core/log.h"
 #include "core/opts.h"
+#include "queue/queue.h"
 #include "server/app.h"
+#include "server/auth.h"
 #include "server/http.h"
 #include "server/routes.h"
 
@@ -12,14 +14,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char synopsis[] =
     "jobplane-server [options]\n"
     "\n"
     "The jobplane control plane. With no options it is a complete job system:\n"
     "HTTP API on 127.0.0.1:8080, SQLite at ./jobplane.db, and the execution\n"
-    "engine on threads in this process (embedded mode).\n"
+    "engine on threads in this process (embedded mode). With --redis, jobs go\n"
+    "through Redis Streams to jobplane-worker processes (distributed mode).\n"
     "Every option can also be set by the environment variable shown.\n";
+
+/* The URL without its password, for logs. */
+static const char *redact(const char *url, char *buf, size_t len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    if (!at) {
+        snprintf(buf, len, "%s", url);
+        return buf;
+    }
+    snprintf(buf, len, "%.*s***%s", (int)(scheme + 3 - url), url, at);
+    return buf;
+}
 
 static bool is_loopback(const char *listen)
 {
@@ -40,7 +57,11 @@ int main(int argc, char **argv)
         {"listen", "JOBPLANE_LISTEN", JP_OPT_STR, &c->listen, "127.0.0.1:8080", 0, 0, "ADDR",
          "address to serve the HTTP API on (host:port; loopback only without tokens)"},
         {"database", "JOBPLANE_DATABASE_URL", JP_OPT_STR, &c->database, "sqlite://./jobplane.db",
-         0, 0, "URL", "the job database (sqlite://PATH)"},
+         0, 0, "URL", "the job database (sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB)"},
+        {"redis", "JOBPLANE_REDIS_URL", JP_OPT_STR, &c->redis, NULL, 0, 0, "URL",
+         "distributed mode: queue jobs on Redis Streams (redis://host:port/db) for workers"},
+        {"tokens", "JOBPLANE_TOKENS_FILE", JP_OPT_STR, &c->tokens, NULL, 0, 0, "FILE",
+         "bearer tokens, one \"<role> <token>\" per line (roles: client, worker, admin)"},
         {"workers", "JOBPLANE_WORKERS", JP_OPT_INT, &c->workers, "8", 0, 1024, "N",
          "engine threads running jobs in this process (0: run none here)"},
         {"strategies", "JOBPLANE_STRATEGIES", JP_OPT_STR, &c->strategies, "noop,sleep,http", 0, 0,
@@ -61,6 +82,14 @@ int main(int argc, char **argv)
          "1048576", 0, 64LL << 20, "N", "output kept per exec stream / http body"},
         {"drain-timeout", "JOBPLANE_DRAIN_TIMEOUT", JP_OPT_INT, &c->drain_timeout_s, "30", 0,
          86400, "SECONDS", "on SIGTERM, wait this long for running jobs before requeueing them"},
+        {"reconcile-interval", "JOBPLANE_RECONCILE_INTERVAL", JP_OPT_INT,
+         &c->reconcile_interval_s, "5", 1, 3600, "SECONDS",
+         "distributed mode: how often to put back what Redis lost"},
+        {"lease-seconds", "JOBPLANE_LEASE_SECONDS", JP_OPT_INT, &c->lease_s, "30", 1, 3600, "N",
+         "distributed mode: the workers' lease (to judge runs nobody finishes)"},
+        {"allow-evicting-redis", "JOBPLANE_ALLOW_EVICTING_REDIS", JP_OPT_BOOL,
+         &c->allow_evicting, "false", 0, 0, NULL,
+         "accept a Redis whose maxmemory-policy may evict queued jobs"},
         {"log-level", "JOBPLANE_LOG_LEVEL", JP_OPT_STR, &c->log_level, "info", 0, 0, "LEVEL",
          "debug, info, warn or error"},
     };
@@ -87,10 +116,15 @@ int main(int argc, char **argv)
     }
     jp_log_set_level((jp_log_level)lvl);
 
+    app.distributed = c->redis != NULL;
+    app.runnable = app.distributed ? JP_ST_PENDING : JP_ST_QUEUED;
 #ifndef JP_WITH_ENGINE
-    fprintf(stderr, "jobplane-server: this build has no execution engine, so embedded mode "
-                    "is unavailable; run jobs with jobplane-worker in distributed mode\n");
-    return 2;
+    if (!app.distributed) {
+        fprintf(stderr, "jobplane-server: this build has no execution engine, so embedded mode "
+                        "is unavailable; give --redis (JOBPLANE_REDIS_URL) and run jobs with "
+                        "jobplane-worker\n");
+        return 2;
+    }
 #endif
 
     /* Signals are taken by sigwait below; every thread inherits this mask. */
@@ -101,9 +135,13 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (c->tokens && jp_auth_load(c->tokens, &app.auth, &err) < 0) {
+        fprintf(stderr, "jobplane-server: %s\n", jp_err_msg(&err));
+        return 2;
+    }
     char listen[128];
     snprintf(listen, sizeof listen, "%s", c->listen);
-    if (!is_loopback(listen)) {
+    if (!app.auth && !is_loopback(listen)) {
         const char *colon = strrchr(c->listen, ':');
         snprintf(listen, sizeof listen, "127.0.0.1%s", colon ? colon : ":8080");
         jp_warn("no API tokens are configured, so the API is served on loopback only: %s "
@@ -112,21 +150,50 @@ int main(int argc, char **argv)
     }
 
     app.started_ms = jp_now_ms();
-    if (jp_store_open(c->database, &app.store, &err) < 0) {
-        jp_error("cannot open the database %s: %s", c->database, jp_err_msg(&err));
+    char shown[256];
+    /* The database may still be starting (a compose stack, a reboot): wait for it. */
+    for (int tries = 0;; tries++) {
+        rc = jp_store_open(c->database, &app.store, &err);
+        if (rc != JP_EUNAVAIL || tries == 30)
+            break;
+        if (tries == 0)
+            jp_warn("database %s: %s; retrying for 30s", redact(c->database, shown, sizeof shown),
+                    jp_err_msg(&err));
+        sleep(1);
+    }
+    if (rc < 0) {
+        jp_error("cannot open the database %s: %s", redact(c->database, shown, sizeof shown),
+                 jp_err_msg(&err));
         goto out;
     }
     if (jp_group_new(app.store, &app.group, &err) < 0) {
         jp_error("%s", jp_err_msg(&err));
         goto out;
     }
-    app.queue = jp_queue_memory_new();
+    if (app.distributed) {
+        jp_queue_options qo = {.allow_evicting = c->allow_evicting, .pool_size = 8};
+        /* Redis may still be starting (a compose stack, a reboot): wait for it. */
+        for (int tries = 0;; tries++) {
+            rc = jp_queue_open(c->redis, &qo, &app.queue, &err);
+            if (rc != JP_EUNAVAIL || tries == 30)
+                break;
+            if (tries == 0)
+                jp_warn("%s; retrying for 30s", jp_err_msg(&err));
+            sleep(1);
+        }
+        if (rc < 0) {
+            jp_error("cannot use Redis: %s", jp_err_msg(&err));
+            goto out;
+        }
+    } else {
+        app.queue = jp_queue_memory_new();
 #ifdef JP_WITH_ENGINE
-    if (jp_embedded_start(&app, &app.engine, &err) < 0) {
-        jp_error("cannot start the engine: %s", jp_err_msg(&err));
-        goto out;
-    }
+        if (jp_embedded_start(&app, &app.engine, &err) < 0) {
+            jp_error("cannot start the engine: %s", jp_err_msg(&err));
+            goto out;
+        }
 #endif
+    }
     size_t queued = 0, lost = 0;
     if (jp_app_recover(&app, &queued, &lost, &err) < 0) {
         jp_error("cannot recover jobs from the database: %s", jp_err_msg(&err));
@@ -135,7 +202,8 @@ int main(int argc, char **argv)
     if (queued || lost)
         jp_info("recovered %zu queued job(s); %zu job(s) that were running will run again",
                 queued, lost);
-    if (jp_scheduler_start(&app, &app.sched, &err) < 0) {
+    if (jp_scheduler_start(&app, &app.sched, &err) < 0 ||
+        (app.distributed && jp_reconciler_start(&app, &app.reconciler, &err) < 0)) {
         jp_error("%s", jp_err_msg(&err));
         goto out;
     }
@@ -149,9 +217,18 @@ int main(int argc, char **argv)
         jp_error("%s", jp_err_msg(&err));
         goto out;
     }
-    jp_info("jobplane-server listening on http://%s (embedded mode: %s, %lld engine "
-            "thread(s), strategies %s)",
-            jp_http_address(http), c->database, (long long)c->workers, c->strategies);
+    if (app.distributed)
+        jp_info("jobplane-server listening on http://%s (distributed mode: %s database, "
+                "redis %s)",
+                jp_http_address(http), jp_store_backend(app.store),
+                redact(c->redis, shown, sizeof shown));
+    else
+        jp_info("jobplane-server listening on http://%s (embedded mode: %s, %lld engine "
+                "thread(s), strategies %s)",
+                jp_http_address(http), redact(c->database, shown, sizeof shown),
+                (long long)c->workers, c->strategies);
+    if (app.auth)
+        jp_info("API tokens: %zu loaded from %s", jp_auth_count(app.auth), c->tokens);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -160,6 +237,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     jp_http_stop(http);
+    jp_reconciler_stop(app.reconciler);
     jp_scheduler_stop(app.sched);
 #ifdef JP_WITH_ENGINE
     jp_embedded_stop(app.engine);
@@ -168,6 +246,7 @@ out:
     jp_group_free(app.group);
     jp_queue_free(app.queue);
     jp_store_close(app.store);
+    jp_auth_free(app.auth);
     if (status == 0)
         jp_info("stopped");
     return status;

@@ -5,6 +5,8 @@
 #include "core/jtime.h"
 #include "core/mem.h"
 #include "core/uuid.h"
+#include "queue/redis.h"
+#include "server/auth.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -227,10 +229,41 @@ static void apply_one(jp_app *app, const char *id, const jp_event *ev, jp_resp *
     jp_job_free(op.job);
 }
 
+/* The store event a worker's report asks for. Borrows from `rep`. */
+static void report_event(jp_app *app, const jp_report *rep, jp_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->attempt = rep->attempt;
+    ev->worker_id = rep->worker_id;
+    ev->now_ms = jp_now_ms();
+    switch (rep->status) {
+    case JP_ST_RUNNING:
+        ev->kind = JP_EV_START;
+        break;
+    case JP_ST_COMPLETED:
+        ev->kind = JP_EV_COMPLETE;
+        ev->result = rep->result;
+        break;
+    default:
+        ev->kind = JP_EV_FAIL;
+        ev->result = rep->result;
+        ev->error = rep->error;
+        ev->retryable = rep->retryable;
+        /* A worker that stopped a job only because it was shutting down
+         * asks for it to run again at once rather than after a backoff. */
+        const char *code = json_string_value(json_object_get(rep->error, "code"));
+        ev->backoff_ms = code && strcmp(code, "worker_shutdown") == 0
+                             ? 0
+                             : jp_app_backoff_ms(app, rep->attempt);
+        break;
+    }
+}
+
 static void report_status(jp_app *app, const char *id, const jp_req *req, jp_resp *resp)
 {
     jp_report rep;
     jp_err err;
+    jp_event ev;
     json_t *body = parse_object(req, resp);
     if (!body)
         return;
@@ -241,30 +274,107 @@ static void report_status(jp_app *app, const char *id, const jp_req *req, jp_res
         json_decref(body);
         return;
     }
-    jp_event ev = {
-        .attempt = rep.attempt,
-        .worker_id = rep.worker_id,
-        .retryable = rep.retryable,
-        .now_ms = jp_now_ms(),
-    };
-    switch (rep.status) {
-    case JP_ST_RUNNING:
-        ev.kind = JP_EV_START;
-        break;
-    case JP_ST_COMPLETED:
-        ev.kind = JP_EV_COMPLETE;
-        ev.result = rep.result;
-        break;
-    default:
-        ev.kind = JP_EV_FAIL;
-        ev.result = rep.result;
-        ev.error = rep.error;
-        ev.backoff_ms = jp_app_backoff_ms(app, rep.attempt);
-        break;
-    }
+    report_event(app, &rep, &ev);
     apply_one(app, id, &ev, resp);
     jp_report_done(&rep);
     json_decref(body);
+}
+
+/* POST /api/v1/jobs/status: many workers' reports in one request and one
+ * transaction; each gets its own verdict, in order. */
+static void report_batch(jp_app *app, const jp_req *req, jp_resp *resp)
+{
+    json_t *body = parse_object(req, resp);
+    if (!body)
+        return;
+    json_t *arr = json_object_get(body, "reports");
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr) || n == 0 || json_object_size(body) != 1) {
+        jp_resp_error(resp, JP_EINVAL, "body must be {\"reports\": [ … ]} with at least one report");
+        json_decref(body);
+        return;
+    }
+    if (n > JP_BATCH_LIMIT) {
+        jp_resp_error(resp, JP_ETOOBIG, "at most %d reports per request", JP_BATCH_LIMIT);
+        json_decref(body);
+        return;
+    }
+    jp_report *reps = jp_xcalloc(n, sizeof *reps);
+    jp_store_op *ops = jp_xcalloc(n, sizeof *ops);
+    int *verdict = jp_xcalloc(n, sizeof *verdict); /* 0: applied; else a JP_E code */
+    jp_err *why = jp_xcalloc(n, sizeof *why);
+    size_t *op_of = jp_xcalloc(n, sizeof *op_of);
+    size_t nops = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_array_get(arr, i);
+        const char *id = json_string_value(json_object_get(r, "id"));
+        if (!json_is_object(r) || !id || !jp_uuid_valid(id)) {
+            verdict[i] = jp_err_set(&why[i], JP_EINVAL, "reports[%zu]: \"id\" must be a job id", i);
+            continue;
+        }
+        char idbuf[JP_UUID_STR_LEN + 1];
+        snprintf(idbuf, sizeof idbuf, "%s", id);
+        json_object_del(r, "id");
+        if (jp_report_from_json(r, &reps[i], &why[i]) < 0) {
+            verdict[i] = JP_EINVAL;
+            continue;
+        }
+        memcpy(ops[nops].job_id, idbuf, sizeof ops[nops].job_id);
+        report_event(app, &reps[i], &ops[nops].ev);
+        op_of[i] = nops++;
+    }
+    jp_err err;
+    jp_err_clear(&err);
+    if (nops && jp_app_apply(app, ops, nops, &err) < 0) {
+        jp_resp_err(resp, &err);
+        goto out;
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; i < n; i++) {
+        int code = verdict[i];
+        const char *msg = code ? jp_err_msg(&why[i]) : NULL;
+        jp_store_op *op = code ? NULL : &ops[op_of[i]];
+        if (op && (op->rc < 0 || op->refused)) {
+            code = op->rc < 0 ? op->rc : JP_ECONFLICT;
+            msg = jp_err_msg(&op->err);
+        }
+        json_t *res = json_pack("{s:s}", "code", code ? jp_err_api_code(code) : "ok");
+        if (op && op->rc == 0)
+            json_object_set_new(res, "status", json_string(jp_status_name(op->after)));
+        if (msg)
+            json_object_set_new(res, "message", json_string(msg));
+        json_array_append_new(results, res);
+    }
+    jp_resp_json(resp, 200, json_pack("{s:o}", "results", results));
+out:
+    for (size_t i = 0; i < n; i++)
+        jp_report_done(&reps[i]);
+    free(op_of);
+    free(why);
+    free(verdict);
+    free(ops);
+    free(reps);
+    json_decref(body);
+}
+
+static void workers(jp_app *app, jp_resp *resp)
+{
+    json_t *list = NULL;
+    jp_err err;
+    jp_err_clear(&err);
+    if (app->distributed) {
+        if (jp_redis_workers(app->queue, &list, &err) < 0) {
+            jp_resp_err(resp, &err);
+            return;
+        }
+    } else {
+        list = json_array();
+#ifdef JP_WITH_ENGINE
+        if (app->engine)
+            json_array_append_new(list, jp_embedded_info(app->engine));
+#endif
+    }
+    jp_resp_json(resp, 200, json_pack("{s:o}", "workers", list));
 }
 
 static void attempts(jp_app *app, const char *id, jp_resp *resp)
@@ -304,7 +414,12 @@ static void ready(jp_app *app, jp_resp *resp)
         jp_resp_error(resp, JP_EUNAVAIL, "database: %s", jp_err_msg(&err));
         return;
     }
-    jp_resp_json(resp, 200, json_pack("{s:s,s:s}", "status", "ready", "database", "ok"));
+    if (app->distributed && jp_queue_ping(app->queue, &err) < 0) {
+        jp_resp_error(resp, JP_EUNAVAIL, "redis: %s", jp_err_msg(&err));
+        return;
+    }
+    jp_resp_json(resp, 200, json_pack("{s:s,s:s,s:s}", "status", "ready", "database", "ok",
+                                      "queue", app->distributed ? "ok" : "in-process"));
 }
 
 /* /api/v1/jobs/{id}[/{action}] */
@@ -365,9 +480,43 @@ static void job_routes(jp_app *app, const jp_req *req, const char *rest, jp_resp
             return;
         }
     jp_event ev = {.kind = cancel ? JP_EV_CANCEL : JP_EV_RETRY,
-                   .to = JP_ST_QUEUED,
+                   .to = app->runnable,
                    .now_ms = jp_now_ms()};
     apply_one(app, id, &ev, resp);
+}
+
+/* Which roles may make this request; 0 for everyone. */
+static int roles_for(const jp_req *req)
+{
+    const char *p = req->path;
+    size_t len = strlen(p);
+    if (strcmp(p, "/health") == 0 || strcmp(p, "/ready") == 0)
+        return 0;
+    if (!method_is(req, "POST"))
+        return JP_ROLE_CLIENT | JP_ROLE_WORKER | JP_ROLE_ADMIN;
+    if (len >= 7 && strcmp(p + len - 7, "/status") == 0)
+        return JP_ROLE_WORKER | JP_ROLE_ADMIN;
+    if (len >= 6 && strcmp(p + len - 6, "/retry") == 0)
+        return JP_ROLE_ADMIN;
+    return JP_ROLE_CLIENT | JP_ROLE_ADMIN;
+}
+
+static bool authorized(jp_app *app, const jp_req *req, jp_resp *resp)
+{
+    int need = roles_for(req);
+    if (!app->auth || !need)
+        return true;
+    int have = jp_auth_role(app->auth, jp_req_header(req, "Authorization"));
+    if (!have) {
+        jp_resp_error(resp, JP_EUNAUTH, "a valid bearer token is required");
+        return false;
+    }
+    if (!(have & need)) {
+        jp_resp_error(resp, JP_EPERM, "this token's role may not %.8s %.128s", req->method,
+                      req->path);
+        return false;
+    }
+    return true;
 }
 
 void jp_routes_handle(void *arg, const jp_req *req, jp_resp *resp)
@@ -376,16 +525,16 @@ void jp_routes_handle(void *arg, const jp_req *req, jp_resp *resp)
     const char *p = req->path;
     static const char jobs_prefix[] = "/api/v1/jobs/";
 
+    if (!authorized(app, req, resp))
+        return;
     if (strcmp(p, "/health") == 0) {
-        if (!method_is(req, "GET") && !method_is(req, "HEAD"))
-            {
+        if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
             not_allowed(resp, req, "GET");
             return;
         }
         jp_resp_json(resp, 200, json_pack("{s:s}", "status", "ok"));
     } else if (strcmp(p, "/ready") == 0) {
-        if (!method_is(req, "GET") && !method_is(req, "HEAD"))
-            {
+        if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
             not_allowed(resp, req, "GET");
             return;
         }
@@ -398,21 +547,31 @@ void jp_routes_handle(void *arg, const jp_req *req, jp_resp *resp)
         else
             not_allowed(resp, req, "GET, POST");
     } else if (strcmp(p, "/api/v1/jobs/batch") == 0) {
-        if (!method_is(req, "POST"))
-            {
+        if (!method_is(req, "POST")) {
             not_allowed(resp, req, "POST");
             return;
         }
         create_batch(app, req, resp);
+    } else if (strcmp(p, "/api/v1/jobs/status") == 0) {
+        if (!method_is(req, "POST")) {
+            not_allowed(resp, req, "POST");
+            return;
+        }
+        report_batch(app, req, resp);
     } else if (strncmp(p, jobs_prefix, sizeof jobs_prefix - 1) == 0) {
         job_routes(app, req, p + sizeof jobs_prefix - 1, resp);
     } else if (strcmp(p, "/api/v1/queue/stats") == 0) {
-        if (!method_is(req, "GET"))
-            {
+        if (!method_is(req, "GET")) {
             not_allowed(resp, req, "GET");
             return;
         }
         queue_stats(app, resp);
+    } else if (strcmp(p, "/api/v1/workers") == 0) {
+        if (!method_is(req, "GET")) {
+            not_allowed(resp, req, "GET");
+            return;
+        }
+        workers(app, resp);
     } else {
         jp_resp_error(resp, JP_ENOTFOUND, "no such endpoint: %.128s", p);
     }

@@ -39,7 +39,7 @@ static void *run(void *arg)
         int64_t next_due = 0;
         jp_err err;
         jp_err_clear(&err);
-        int rc = jp_store_promote_due(app->store, jp_now_ms(), JP_ST_QUEUED, PROMOTE_BATCH, &jobs, &n,
+        int rc = jp_store_promote_due(app->store, jp_now_ms(), app->runnable, PROMOTE_BATCH, &jobs, &n,
                                       &next_due, &err);
         if (rc < 0) {
             if (!warned)
@@ -51,7 +51,7 @@ static void *run(void *arg)
                 jp_info("scheduler: database reachable again");
             warned = false;
             if (n)
-                jp_queue_push(app->queue, jobs, n, NULL);
+                jp_app_enqueue(app, jobs, n);
             jp_jobs_free(jobs, n);
         }
 

@@ -5,6 +5,10 @@
 
 #include "core/jtime.h"
 #include "core/mem.h"
+/* libpq is a required dependency, so PostgreSQL is always built in. */
+#ifndef JP_WITH_POSTGRES
+#define JP_WITH_POSTGRES 1
+#endif
 #include "store/driver.h"
 
 #include <inttypes.h>
@@ -16,6 +20,10 @@
 /* Tries of a create that lost a race on a unique key to another process
  * (PostgreSQL): the next try sees the winner's row. */
 #define CREATE_TRIES 3
+/* Tries of a batch of transitions that lost a race to another process's
+ * writer (PostgreSQL: a deadlock between row locks, which the driver reports
+ * as JP_ECONFLICT): the next try judges the rows as the winner left them. */
+#define APPLY_TRIES 3
 
 /* ---- schema ---------------------------------------------------------------- */
 
@@ -892,40 +900,51 @@ static int apply_one(jp_conn *c, jp_store_op *op, jp_err *err)
     return 0;
 }
 
+/* One try of jp_store_apply: the ops' own results, or < 0 when the
+ * transaction failed and nothing changed. */
+static int apply_once(jp_store *s, jp_store_op *ops, size_t n, jp_err *err)
+{
+    jp_conn *c;
+    int rc = jp_db_begin(s->db, JP_TX_WRITE, &c, err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        rc = apply_one(c, &ops[i], err);
+        if (rc < 0) {
+            jp_conn_rollback(c);
+            return rc;
+        }
+    }
+    return jp_conn_commit(c, err);
+}
+
 int jp_store_apply(jp_store *s, jp_store_op *ops, size_t n, jp_err *err)
 {
-    jp_conn *c = NULL;
     jp_err local;
     int rc = 0;
 
     if (!err)  /* the ops get the reason even when the caller does not */
         err = &local;
-    jp_err_clear(err);
-
-    for (size_t i = 0; i < n; i++) {
-        ops[i].rc = 0;
-        ops[i].refused = false;
-        ops[i].before = ops[i].after = JP_ST_PENDING;
-        ops[i].job = NULL;
-        jp_err_clear(&ops[i].err);
-    }
-    if (n == 0)
-        return 0;
-    rc = jp_db_begin(s->db, JP_TX_WRITE, &c, err);
-    if (rc < 0)
-        goto failed;
-    for (size_t i = 0; i < n; i++) {
-        rc = apply_one(c, &ops[i], err);
-        if (rc < 0) {
-            jp_conn_rollback(c);
-            goto failed;
+    for (size_t i = 0; i < n; i++)
+        ops[i].job = NULL;  /* an out-param: whatever the caller left there is not ours */
+    for (int t = 0; t < APPLY_TRIES; t++) {
+        jp_err_clear(err);
+        for (size_t i = 0; i < n; i++) {
+            jp_job_free(ops[i].job);  /* from a try that did not commit */
+            ops[i].rc = 0;
+            ops[i].refused = false;
+            ops[i].before = ops[i].after = JP_ST_PENDING;
+            ops[i].job = NULL;
+            jp_err_clear(&ops[i].err);
         }
+        if (n == 0)
+            return 0;
+        rc = apply_once(s, ops, n, err);
+        if (rc != JP_ECONFLICT)  /* only a lost race is worth another try */
+            break;
     }
-    rc = jp_conn_commit(c, err);
-    if (rc < 0)
-        goto failed;
-    return 0;
-failed:
+    if (rc == 0)
+        return 0;
     for (size_t i = 0; i < n; i++) {
         jp_job_free(ops[i].job);
         ops[i].job = NULL;

@@ -16,6 +16,21 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVER_BIN = os.environ.get("JOBPLANE_SERVER_BIN", os.path.join(ROOT, "build", "jobplane-server"))
 CLI_BIN = os.environ.get("JOBPLANE_CLI_BIN", os.path.join(ROOT, "build", "jobplane"))
+WORKER_BIN = os.environ.get("JOBPLANE_WORKER_BIN", os.path.join(ROOT, "build", "jobplane-worker"))
+
+
+def _clean_env(extra):
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("JOBPLANE_") and not k.endswith("_BIN") and not k.startswith("JOBPLANE_TEST_"):
+            del env[k]
+    env.update(extra or {})
+    return env
+
+
+def _sanitizer_report(text):
+    return ("ERROR: AddressSanitizer" in text or "runtime error:" in text or
+            "ERROR: LeakSanitizer" in text)
 
 
 def free_port():
@@ -42,8 +57,13 @@ class Server:
     args: extra command-line flags; env: extra environment variables.
     The database lives in a temporary directory that survives restart()."""
 
-    def __init__(self, args=(), env=None, workers=None, tmpdir=None):
+    def __init__(self, args=(), env=None, workers=None, tmpdir=None, database=None, redis=None,
+                 token=None):
         self.args = list(args)
+        self.database = database
+        self.token = token  # sent as a bearer token by request() unless headers say otherwise
+        if redis is not None:
+            self.args += ["--redis", redis]
         self.extra_env = dict(env or {})
         if workers is not None:
             self.args += ["--workers", str(workers)]
@@ -59,13 +79,10 @@ class Server:
         self.log_path = os.path.join(tmpdir, "server.log")
 
     def start(self):
-        env = dict(os.environ)
-        for k in list(env):
-            if k.startswith("JOBPLANE_") and k not in ("JOBPLANE_SERVER_BIN", "JOBPLANE_CLI_BIN"):
-                del env[k]
-        env.update(self.extra_env)
+        env = _clean_env(self.extra_env)
+        database = self.database or ("sqlite://" + self.db)
         cmd = [SERVER_BIN, "--listen", "127.0.0.1:%d" % self.port,
-               "--database", "sqlite://" + self.db] + self.args
+               "--database", database] + self.args
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, cwd=self.dir, start_new_session=True)
@@ -105,8 +122,7 @@ class Server:
         self.proc = None
         self._log.close()
         text = self.log()
-        if "ERROR: AddressSanitizer" in text or "runtime error:" in text or \
-                "ERROR: LeakSanitizer" in text:
+        if _sanitizer_report(text):
             raise AssertionError("sanitizer report in server log:\n" + text)
         return rc
 
@@ -141,6 +157,8 @@ class Server:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             hdrs = {"Content-Type": "application/json"}
+            if self.token:
+                hdrs["Authorization"] = "Bearer " + self.token
             hdrs.update(headers or {})
             data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
             conn.request(method, path, body=data, headers=hdrs)
@@ -191,6 +209,78 @@ class Server:
         except AssertionError as e:
             raise AssertionError("%s; last seen: %r\nserver log:\n%s"
                                  % (e, last.get("job"), self.log()[-4000:]))
+
+
+class Worker:
+    """A jobplane-worker process. args: extra flags; its log is in log()."""
+
+    def __init__(self, redis, control_plane=None, args=(), env=None, tmpdir=None, wid=None):
+        self._tmp = None
+        if tmpdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="jp-worker-")
+            tmpdir = self._tmp.name
+        self.dir = tmpdir
+        self.id = wid or "w-%d-%d" % (os.getpid(), free_port())
+        self.args = ["--redis", redis, "--id", self.id] + list(args)
+        if control_plane:
+            self.args += ["--control-plane", control_plane]
+        self.extra_env = dict(env or {})
+        self.proc = None
+        self.log_path = os.path.join(tmpdir, "worker-%s.log" % self.id)
+
+    def start(self):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([WORKER_BIN] + self.args, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=_clean_env(self.extra_env),
+                                     cwd=self.dir, start_new_session=True)
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the worker; returns its exit status. Fails on a sanitizer report."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError("worker did not stop within %ds\n%s" % (timeout, self.log()))
+        rc = self.proc.returncode
+        self.proc = None
+        self._log.close()
+        if _sanitizer_report(self.log()):
+            raise AssertionError("sanitizer report in worker log:\n" + self.log())
+        return rc
+
+    def kill9(self):
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        rc = self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        if exc[0] is None and rc not in (0, None):
+            raise AssertionError("worker exited with status %s\n%s" % (rc, self.log()))
+        return False
 
 
 def main():

@@ -1,12 +1,18 @@
 """Black-box tests of the jobplane command-line client against a real server:
 output forms, exit statuses, waiting, pagination and error lines."""
 
+import fcntl
 import http.server
 import json
 import os
+import pty
+import re
+import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import uuid
@@ -14,12 +20,35 @@ import uuid
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 
-COMMANDS = ["submit", "get", "list", "cancel", "retry", "attempts", "stats"]
+COMMANDS = ["submit", "get", "list", "cancel", "retry", "attempts", "stats", "workers", "watch"]
+STATUSES = ["pending", "scheduled", "queued", "running", "completed", "failed", "cancelled"]
 
 
 def uniq(prefix):
     """A queue or key name no other test uses."""
     return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+def frames(out):
+    """The frames `watch` printed to a pipe: each is followed by a blank line
+    and has none inside."""
+    if not out:
+        return []
+    assert out.endswith("\n\n"), repr(out[-200:])
+    return out[:-2].split("\n\n")
+
+
+def frame_counts(frame):
+    """{status: count} from a watch frame's count lines."""
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"\b(%s)\s+(\d+)\b" % "|".join(STATUSES), frame)}
+
+
+def frame_rate(frame):
+    """Jobs completed per second shown in a frame, or None for "-"."""
+    m = re.search(r"^completed/s (\S+)", frame, re.M)
+    assert m, frame
+    return None if m.group(1) == "-" else float(m.group(1))
 
 
 def cli(args, server=None, env=None, timeout=60, stdin=None):
@@ -470,6 +499,72 @@ class CliQueuedTest(CliCase):
         self.assertEqual(body["queues"][q]["normal"]["length"], 3)
 
 
+    def test_watch_piped_prints_plain_frames_matching_the_api(self):
+        q = uniq("watch")
+        self.make_jobs(3, q)
+        self.make_jobs(2, q, priority="high")
+        st, api, _ = self.srv.get("/api/v1/queue/stats")
+        self.assertEqual(st, 200, api)
+        t0 = time.monotonic()
+        p = self.run_cli("watch", "--count", "2", "--interval", "0.2")
+        elapsed = time.monotonic() - t0
+        self.assertOk(p)
+        self.assertNotIn("\x1b", p.out, "no escape codes into a pipe")
+        got = frames(p.out)
+        self.assertEqual(len(got), 2, p.out)
+        self.assertGreaterEqual(elapsed, 0.2)
+        for f in got:
+            self.assertTrue(f.startswith("jobplane watch  " + self.srv.url), f)
+            self.assertEqual(frame_counts(f), api["counts"], f)
+            rows = {w[1]: int(w[2]) for w in (ln.split() for ln in f.splitlines())
+                    if len(w) >= 4 and w[0] == q}
+            self.assertEqual(rows, {"high": 2, "normal": 3}, f)
+            self.assertIn("QUEUE", f)
+            for ln in f.splitlines():
+                self.assertLessEqual(len(ln), 80, ln)
+        # Nothing runs on this server: no rate before a previous frame, then 0.
+        self.assertIsNone(frame_rate(got[0]))
+        self.assertEqual(frame_rate(got[1]), 0.0)
+
+    def test_watch_json_prints_one_line_per_refresh(self):
+        st, api, _ = self.srv.get("/api/v1/queue/stats")
+        self.assertEqual(st, 200, api)
+        p = self.run_cli("watch", "--count", "2", "--interval", "0.1", "--json")
+        self.assertOk(p)
+        lines = p.out.splitlines()
+        self.assertEqual(len(lines), 2, p.out)
+        first, second = (json.loads(ln) for ln in lines)
+        self.assertEqual(first["stats"]["counts"], api["counts"])
+        self.assertIsNone(first["completed_per_second"])
+        self.assertEqual(second["completed_per_second"], 0)
+        self.assertLess(harness.parse_ts(first["time"]), harness.parse_ts(second["time"]) + 1)
+
+    def test_workers_against_the_real_server(self):
+        st, body, _ = self.srv.get("/api/v1/workers")
+        p = self.run_cli("workers")
+        if st != 200:
+            # A server without the list: its error, like any other refusal.
+            self.assertOneErrorLine(p, 1, "(%s)" % body["error"]["code"])
+            return
+        self.assertExit(p, 0)
+        listed = body["workers"]
+        if not listed:
+            self.assertIn("no live workers", p.err)
+            self.assertEqual(p.out, "")
+        else:
+            self.assertEqual(p.err, "")
+            head, rows = self.table(p.out)
+            self.assertEqual(head, ["ID", "HOST", "QUEUES", "STRATEGIES", "IN-FLIGHT",
+                                    "LAST-HEARTBEAT"])
+            self.assertEqual(sorted(r[0] for r in rows), sorted(w.get("id", "-") for w in listed))
+        j = self.run_cli("workers", "--json")
+        self.assertOk(j)
+        again = json.loads(j.out)
+        self.assertEqual(sorted(again), sorted(body))
+        self.assertEqual([w.get("id") for w in again["workers"]],
+                         [w.get("id") for w in listed])
+
+
 class CliWithoutServerTest(CliCase):
     """What the client decides alone: help, usage errors, an absent server."""
 
@@ -481,6 +576,41 @@ class CliWithoutServerTest(CliCase):
             self.assertOneErrorLine(p, 3, "cannot reach " + url, "Connection refused")
             self.assertEqual(p.out, "")
 
+    def test_watch_keeps_trying_a_dead_server_and_exits_0_at_count(self):
+        url = "http://127.0.0.1:%d" % harness.free_port()
+        p = cli(["--server", url, "watch", "--count", "2", "--interval", "0.1"])
+        self.assertOk(p)
+        got = frames(p.out)
+        self.assertEqual(len(got), 2, p.out)
+        for f in got:
+            self.assertIn("server unreachable: cannot reach " + url, f)
+            self.assertIn("Connection refused", f)
+
+    def test_workers_against_a_dead_server_exits_3(self):
+        url = "http://127.0.0.1:%d" % harness.free_port()
+        p = cli(["--server", url, "workers"])
+        self.assertOneErrorLine(p, 3, "cannot reach " + url)
+
+    def test_watch_ends_with_exit_0_on_sigint(self):
+        url = "http://127.0.0.1:%d" % harness.free_port()
+        p = subprocess.Popen([harness.CLI_BIN, "--server", url, "watch", "--interval", "30"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = p.stdout.readline()  # the frame is written at once, then the sleep
+            self.assertTrue(first.startswith(b"jobplane watch"), first)
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertLess(time.monotonic() - t0, 5, "SIGINT must end the 30 s pause")
+        self.assertEqual(err, b"")
+        self.assertIn(b"server unreachable", out)
+        self.assertTrue(out.endswith(b"\n\n\n"), out)
+
     def test_help_mentions_every_command_and_variable(self):
         for args in (["--help"], ["help"], ["-h"]):
             p = cli(args)
@@ -488,10 +618,9 @@ class CliWithoutServerTest(CliCase):
             for c in COMMANDS:
                 self.assertRegex(p.out, r"(?m)^\s+%s\b" % c)
             for word in ("JOBPLANE_SERVER", "JOBPLANE_TOKEN", "http://127.0.0.1:8080", "--json",
-                         "--wait-timeout", "--all", "--idempotency-key"):
+                         "--wait-timeout", "--all", "--idempotency-key", "--interval",
+                         "--count"):
                 self.assertIn(word, p.out)
-            self.assertNotIn("workers", p.out.split())
-            self.assertNotIn("watch", p.out.split())
 
     def test_command_help_lists_its_flags(self):
         p = cli(["submit", "--help"])
@@ -505,6 +634,14 @@ class CliWithoutServerTest(CliCase):
         self.assertOk(p)
         for flag in ("--status", "--queue", "--key", "--limit", "--cursor", "--all"):
             self.assertIn(flag, p.out)
+        p = cli(["watch", "--help"])
+        self.assertOk(p)
+        for word in ("--interval", "--count", "default 1"):
+            self.assertIn(word, p.out)
+        self.assertEqual(cli(["help", "watch"]).out, p.out)
+        p = cli(["workers", "--help"])
+        self.assertOk(p)
+        self.assertIn("usage: jobplane workers", p.out)
 
     def test_usage_errors_exit_2_before_contacting_the_server(self):
         # The server is unreachable: exit 3 would mean the CLI tried to send.
@@ -512,8 +649,13 @@ class CliWithoutServerTest(CliCase):
         cases = [
             ([], "command"),
             (["frobnicate"], "frobnicate"),
-            (["workers"], "workers"),
-            (["watch"], "watch"),
+            (["workers", "extra"], '"extra"'),
+            (["watch", "now"], '"now"'),
+            (["watch", "--interval", "0.05"], "--interval"),
+            (["watch", "--interval", "soon"], "--interval"),
+            (["watch", "--interval", "-1"], "--interval"),
+            (["watch", "--count", "0"], "--count"),
+            (["watch", "--count", "two"], "--count"),
             (["help", "frobnicate"], "frobnicate"),
             (["--bogus", "stats"], "--bogus"),
             (["submit"], "--strategy"),
@@ -640,6 +782,179 @@ class CliFakeServerTest(CliCase):
             line = self.assertOneErrorLine(p, 1, needle)
             self.assertNotIn("\x1b", line)
             self.assertEqual(p.out, "")
+
+
+def iso_ago(ms):
+    """An RFC 3339 UTC timestamp `ms` milliseconds ago."""
+    return harness.format_ts(harness.now_ms() - ms)
+
+
+def workers_body():
+    """A workers answer like the distributed server's, plus an embedded one
+    without most fields."""
+    return {"workers": [
+        {"id": "alpha:1234", "host": "alpha", "pid": 1234, "queues": ["default", "mail"],
+         "strategies": ["noop", "sleep"], "concurrency": 16, "in_flight": 3,
+         "last_heartbeat": iso_ago(400), "started_at": iso_ago(3600 * 1000)},
+        {"id": "beta:99", "host": "beta", "pid": 99, "queues": ["default"],
+         "strategies": ["http"], "concurrency": 8, "in_flight": 4,
+         "last_heartbeat": iso_ago(125 * 1000), "started_at": iso_ago(7200 * 1000)},
+        {"id": "gamma:7", "host": "gamma", "embedded": True},
+    ]}
+
+
+def stats_body(completed, queues=None):
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(queued=5, completed=completed)
+    return {"counts": counts, "queues": queues if queues is not None else
+            {"default": {"normal": {"length": 5, "pending": 0, "oldest_age_ms": 1500}}}}
+
+
+class CliFakeWorkersTest(CliCase):
+    """workers and watch against FakeApi: shapes the real server may not
+    produce yet (or not on demand): many workers, missing fields, a rising
+    completed count, a terminal."""
+
+    def serve(self, reply):
+        api = FakeApi(reply)
+        self.addCleanup(api.close)
+        return api
+
+    def test_workers_prints_a_tolerant_table(self):
+        body = workers_body()
+        api = self.serve(lambda m, p: (200, json.dumps(body).encode()))
+        p = cli(["--server", api.url, "workers"])
+        self.assertOk(p)
+        self.assertEqual(api.seen[0][1], "/api/v1/workers")
+        lines = p.out.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "HOST", "QUEUES", "STRATEGIES", "IN-FLIGHT",
+                                            "LAST-HEARTBEAT"])
+        rows = [ln.split(None, 5) for ln in lines[1:]]
+        self.assertEqual(len(rows), 3, p.out)
+        self.assertEqual(rows[0][:5], ["alpha:1234", "alpha", "default,mail", "noop,sleep",
+                                       "3/16"])
+        m = re.fullmatch(r"(\d+)\.(\d)s ago", rows[0][5])
+        self.assertTrue(m, rows[0][5])
+        self.assertTrue(0.4 <= float(rows[0][5].split("s")[0]) < 10, rows[0][5])
+        self.assertEqual(rows[1][:5], ["beta:99", "beta", "default", "http", "4/8"])
+        self.assertRegex(rows[1][5], r"^2m0[5-9]s ago$")
+        self.assertEqual(rows[2], ["gamma:7", "gamma", "-", "-", "-", "-"])
+
+    def test_workers_json_passes_the_answer_through(self):
+        body = workers_body()
+        api = self.serve(lambda m, p: (200, json.dumps(body).encode()))
+        p = cli(["--server", api.url, "workers", "--json"])
+        self.assertOk(p)
+        self.assertEqual(len(p.out.splitlines()), 1)
+        self.assertEqual(json.loads(p.out), body)
+
+    def test_workers_none_live_says_so_on_stderr_and_exits_0(self):
+        api = self.serve(lambda m, p: (200, b'{"workers": []}'))
+        p = cli(["--server", api.url, "workers"])
+        self.assertExit(p, 0)
+        self.assertEqual(p.out, "")
+        self.assertIn("no live workers", p.err)
+        self.assertEqual(len(p.err.splitlines()), 1)
+
+    def test_workers_odd_answers_are_one_line_errors(self):
+        cases = [(200, b'{"workers": 5}', 1, "workers"), (200, b"[]", 1, "HTTP 200"),
+                 (404, b'{"error":{"code":"not_found","message":"no such endpoint"}}', 1,
+                  "(not_found)")]
+        for status, raw, code, needle in cases:
+            api = self.serve(lambda m, p, s=status, b=raw: (s, b))
+            self.assertOneErrorLine(cli(["--server", api.url, "workers"]), code, needle)
+
+    def test_watch_shows_throughput_and_workers(self):
+        calls = {"stats": 0}
+        body = workers_body()
+
+        def reply(method, path):
+            if path == "/api/v1/queue/stats":
+                calls["stats"] += 1
+                return 200, json.dumps(stats_body(100 * calls["stats"])).encode()
+            if path == "/api/v1/workers":
+                return 200, json.dumps(body).encode()
+            return 404, b'{"error":{"code":"not_found","message":"no"}}'
+        api = self.serve(reply)
+        p = cli(["--server", api.url, "watch", "--count", "3", "--interval", "0.5"])
+        self.assertOk(p)
+        got = frames(p.out)
+        self.assertEqual(len(got), 3, p.out)
+        self.assertEqual(frame_counts(got[0])["completed"], 100)
+        self.assertEqual(frame_counts(got[2])["completed"], 300)
+        self.assertIsNone(frame_rate(got[0]))
+        for f in got[1:]:
+            # 100 more completed each refresh, refreshes 0.5 s apart (a little
+            # more when the machine is slow).
+            self.assertTrue(125 <= frame_rate(f) <= 205, f)
+        for f in got:
+            self.assertIn("workers 3", f)
+            self.assertIn("in flight 7", f)
+            self.assertNotIn("in flight 7/", f, "capacity is unknown: gamma has none")
+        paths = [s[1] for s in api.seen]
+        self.assertEqual(paths.count("/api/v1/queue/stats"), 3)
+        self.assertEqual(len({s[3] for s in api.seen}), 1, "one keep-alive connection")
+
+    def test_watch_without_workers_endpoint_leaves_the_line_out(self):
+        def reply(method, path):
+            if path == "/api/v1/queue/stats":
+                return 200, json.dumps(stats_body(0)).encode()
+            return 404, b'{"error":{"code":"not_found","message":"no"}}'
+        api = self.serve(reply)
+        p = cli(["--server", api.url, "watch", "--count", "1", "--interval", "0.1"])
+        self.assertOk(p)
+        got = frames(p.out)
+        self.assertEqual(len(got), 1)
+        self.assertNotIn("workers", got[0])
+        self.assertEqual(frame_counts(got[0])["queued"], 5)
+
+    def test_watch_server_error_is_shown_and_retried(self):
+        def reply(method, path):
+            return 500, b'{"error":{"code":"internal","message":"database is locked"}}'
+        api = self.serve(reply)
+        p = cli(["--server", api.url, "watch", "--count", "2", "--interval", "0.1"])
+        self.assertOk(p)
+        got = frames(p.out)
+        self.assertEqual(len(got), 2)
+        for f in got:
+            self.assertIn("server error: database is locked (internal)", f)
+
+    def test_watch_on_a_terminal_redraws_in_place_and_fits(self):
+        queues = {"q%02d" % i: {"normal": {"length": i + 1, "pending": 0, "oldest_age_ms": 10}}
+                  for i in range(20)}
+        api = self.serve(lambda m, p: (200, json.dumps(stats_body(0, queues)).encode())
+                         if p == "/api/v1/queue/stats" else (404, b"{}"))
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 12, 80, 0, 0))
+        try:
+            p = subprocess.Popen([harness.CLI_BIN, "--server", api.url, "watch", "--count", "2",
+                                  "--interval", "0.1"], stdout=slave, stderr=subprocess.PIPE)
+            os.close(slave)
+            slave = None
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the other end closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            err = p.communicate(timeout=10)[1]
+        finally:
+            if slave is not None:
+                os.close(slave)
+            os.close(master)
+        self.assertEqual(p.returncode, 0, err)
+        text = out.decode().replace("\r\n", "\n")
+        parts = text.split("\x1b[H\x1b[J")
+        self.assertEqual(parts[0], "", "the screen is cleared before the first frame")
+        self.assertEqual(len(parts), 3, text)
+        for f in parts[1:]:
+            lines = f.splitlines()
+            self.assertLessEqual(len(lines), 11, "a 12-line terminal must not scroll:\n" + f)
+            self.assertIn("q00", f)
+            self.assertRegex(f, r"\.\.\. \d+ more")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
-/* Unit tests of the job store over SQLite: schema, create and idempotency,
- * listing, transitions and their attempt rows, threads, persistence. */
+/* Unit tests of the job store: schema, create and idempotency, listing,
+ * transitions and their attempt rows, threads, persistence. They run over
+ * SQLite, or over PostgreSQL when JOBPLANE_TEST_PG_URL names a database
+ * (tests/integration/services.py --pg starts one): then the SQLite-only tests
+ * are skipped and the PostgreSQL-only ones (several processes' handles on one
+ * database, lost connections) run. */
 #include "core/jtime.h"
 #include "core/mem.h"
 #include "store/store.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
@@ -14,36 +20,74 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #define T0 1764151200000LL /* 2025-11-26T10:00:00.000Z */
 
+/* The PostgreSQL database under test (JOBPLANE_TEST_PG_URL), or NULL: SQLite. */
+static const char *pg_url;
+
 typedef struct fixture {
     char dir[64];
-    char *path;  /* the database file */
+    char *path;  /* the database file (SQLite), or NULL (PostgreSQL) */
     char *url;
     jp_store *store;
 } fixture;
 
-static int setup(void **state)
+static void pg_exec(const char *sql);
+
+/* Every test starts from an empty database: over PostgreSQL, no tables at
+ * all, so that opening the store migrates from nothing as on SQLite. */
+static void pg_reset(void)
+{
+    pg_exec("DROP TABLE IF EXISTS jobs, attempts, schema_version;"
+            " DROP FUNCTION IF EXISTS jp_test_fail() CASCADE;"
+            " DROP FUNCTION IF EXISTS jp_test_kill() CASCADE");
+}
+
+static int open_fixture(void **state, bool sqlite)
 {
     fixture *f = jp_xcalloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/jp-store-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    f->path = jp_xasprintf("%s/test.db", f->dir);
-    f->url = jp_xasprintf("sqlite://%s", f->path);
+    if (sqlite || !pg_url) {
+        snprintf(f->dir, sizeof f->dir, "/tmp/jp-store-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        f->path = jp_xasprintf("%s/test.db", f->dir);
+        f->url = jp_xasprintf("sqlite://%s", f->path);
+    } else {
+        pg_reset();
+        f->url = jp_xstrdup(pg_url);
+    }
     jp_err err;
-    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    if (jp_store_open(f->url, &f->store, &err) != 0)
+        fail_msg("cannot open the store: %s", err.msg);
     *state = f;
     return 0;
+}
+
+/* The store under test: SQLite, or PostgreSQL when asked for. */
+static int setup(void **state)
+{
+    return open_fixture(state, false);
+}
+
+/* For the tests of SQLite's own behaviour. */
+static int setup_sqlite(void **state)
+{
+    return open_fixture(state, true);
 }
 
 static int teardown(void **state)
 {
     fixture *f = *state;
     jp_store_close(f->store);
+    if (!f->path) {
+        free(f->url);
+        free(f);
+        return 0;
+    }
     DIR *d = opendir(f->dir);
     assert_non_null(d);
     struct dirent *e;
@@ -63,6 +107,19 @@ static int teardown(void **state)
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
+
+/* Tests of SQLite's own behaviour (files, WAL, :memory:), and of
+ * PostgreSQL's (several processes on one database, lost connections). */
+#define SQLITE_ONLY()   \
+    do {                \
+        if (pg_url)     \
+            skip();     \
+    } while (0)
+#define PG_ONLY()       \
+    do {                \
+        if (!pg_url)    \
+            skip();     \
+    } while (0)
 
 static jp_job *make_job(const char *queue, const char *key, jp_status status)
 {
@@ -193,21 +250,75 @@ static void assert_jobs_equal(const jp_job *a, const jp_job *b)
     assert_int_equal(a->updated_at_ms, b->updated_at_ms);
 }
 
-/* Runs SQL straight on the database file, beside the store. */
-static void raw_exec(const char *path, const char *sql)
+/* ---- the database beside the store ---------------------------------------------- */
+
+static void quiet(void *arg, const char *message)
 {
+    (void)arg;
+    (void)message;
+}
+
+/* A connection of our own to the PostgreSQL database, beside the store's. */
+static PGconn *pg_connect(void)
+{
+    PGconn *c = PQconnectdb(pg_url);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("cannot connect to the test database: %s", PQerrorMessage(c));
+    PQsetNoticeProcessor(c, quiet, NULL);
+    return c;
+}
+
+/* Runs SQL on `c` and returns the first column of its first row as an
+ * integer (0 when there is none). */
+static int64_t pg_query_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    int64_t v = 0;
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0)
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+static void pg_exec(const char *sql)
+{
+    PGconn *c = pg_connect();
+    pg_query_int(c, sql);
+    PQfinish(c);
+}
+
+static int64_t pg_int(const char *sql)
+{
+    PGconn *c = pg_connect();
+    int64_t v = pg_query_int(c, sql);
+    PQfinish(c);
+    return v;
+}
+
+/* Runs SQL straight on the database, beside the store. */
+static void raw_exec(const fixture *f, const char *sql)
+{
+    if (!f->path) {
+        pg_exec(sql);
+        return;
+    }
     sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 }
 
-static int64_t raw_int(const char *path, const char *sql)
+static int64_t raw_int(const fixture *f, const char *sql)
 {
+    if (!f->path)
+        return pg_int(sql);
     sqlite3 *db;
     sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t v = sqlite3_column_int64(st, 0);
@@ -222,7 +333,7 @@ static void test_open_migrates_once(void **state)
 {
     fixture *f = *state;
     jp_err err;
-    assert_string_equal(jp_store_backend(f->store), "sqlite");
+    assert_string_equal(jp_store_backend(f->store), pg_url ? "postgres" : "sqlite");
     assert_int_equal(jp_store_ping(f->store, &err), 0);
     jp_store_close(f->store);
     f->store = NULL;
@@ -230,13 +341,14 @@ static void test_open_migrates_once(void **state)
     jp_store_close(f->store);
     f->store = NULL;
     assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
-    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 1);
-    assert_int_equal(raw_int(f->path, "SELECT MAX(version) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f, "SELECT MAX(version) FROM schema_version"), 1);
     assert_int_equal(jp_store_ping(f->store, &err), 0);
 }
 
 static void test_open_uses_wal(void **state)
 {
+    SQLITE_ONLY();
     fixture *f = *state;
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -253,7 +365,7 @@ static void test_open_refuses_newer_schema(void **state)
     fixture *f = *state;
     jp_store *s = NULL;
     jp_err err;
-    raw_exec(f->path, "INSERT INTO schema_version (version) VALUES (99)");
+    raw_exec(f, "INSERT INTO schema_version (version) VALUES (99)");
     assert_int_equal(jp_store_open(f->url, &s, &err), JP_EUNAVAIL);
     assert_null(s);
     assert_non_null(strstr(err.msg, "99"));
@@ -276,6 +388,7 @@ static void test_open_rejects_bad_urls(void **state)
 
 static void test_open_relative_path(void **state)
 {
+    SQLITE_ONLY();
     fixture *f = *state;
     char cwd[4096];
     jp_store *s = NULL;
@@ -360,7 +473,7 @@ static void test_unreadable_payload_loads_as_null(void **state)
     create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
     char *sql = jp_xasprintf("UPDATE jobs SET payload = '{not json', result = '[' WHERE id = '%s'",
                              id);
-    raw_exec(f->path, sql);
+    raw_exec(f, sql);
     free(sql);
     jp_job *j = get(f->store, id);
     assert_true(json_is_null(j->payload));
@@ -1048,9 +1161,15 @@ static void test_apply_failed_transaction_changes_nothing(void **state)
     jp_err err;
     create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
     /* The database refuses the second op's write half-way through. */
-    raw_exec(f->path, "CREATE TRIGGER no_complete BEFORE UPDATE ON jobs"
-                      " WHEN NEW.status = 'completed'"
-                      " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    if (f->path)
+        raw_exec(f, "CREATE TRIGGER no_complete BEFORE UPDATE ON jobs"
+                    " WHEN NEW.status = 'completed'"
+                    " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    else
+        raw_exec(f, "CREATE FUNCTION jp_test_fail() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$;"
+                    " CREATE TRIGGER no_complete BEFORE UPDATE ON jobs FOR EACH ROW"
+                    " WHEN (NEW.status = 'completed') EXECUTE FUNCTION jp_test_fail()");
     jp_store_op ops[2] = {{.ev = ev_of(JP_EV_START, 1, T0 + 1), .want_job = true},
                           {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + 2)}};
     memcpy(ops[0].job_id, id, sizeof id);
@@ -1069,7 +1188,7 @@ static void test_apply_failed_transaction_changes_nothing(void **state)
     json_decref(a);
 
     /* The store is still usable afterwards. */
-    raw_exec(f->path, "DROP TRIGGER no_complete");
+    raw_exec(f, f->path ? "DROP TRIGGER no_complete" : "DROP TRIGGER no_complete ON jobs");
     assert_int_equal(jp_store_apply(f->store, ops, 2, NULL), 0);
     assert_int_equal(ops[1].rc, 0);
     assert_int_equal(ops[1].after, JP_ST_COMPLETED);
@@ -1160,7 +1279,7 @@ static void test_concurrent_threads_stay_consistent(void **state)
     assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
     assert_int_equal(counts[JP_ST_COMPLETED], THREADS * PER_THREAD);
     assert_int_equal(total(f->store), THREADS * PER_THREAD);
-    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM attempts WHERE outcome = 'completed'"),
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM attempts WHERE outcome = 'completed'"),
                      THREADS * PER_THREAD);
 }
 
@@ -1195,6 +1314,7 @@ static void test_reopen_keeps_everything(void **state)
 static void test_memory_database_works(void **state)
 {
     (void)state;
+    SQLITE_ONLY();
     jp_store *s = NULL;
     jp_err err;
     char id[JP_UUID_STR_LEN + 1];
@@ -1216,15 +1336,525 @@ static void test_memory_database_works(void **state)
     jp_store_close(s);
 }
 
+/* ---- PostgreSQL: URLs -------------------------------------------------------------------- */
+
+static void test_open_postgres_errors_hide_password(void **state)
+{
+    (void)state;
+    jp_store *s = NULL;
+    jp_err err;
+    /* Nothing listens on port 1: the open fails, naming the server only. */
+    assert_int_equal(jp_store_open("postgres://jobplane:s3cret-pw@127.0.0.1:1/jpdb", &s, &err),
+                     JP_EUNAVAIL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "127.0.0.1:1/jpdb"));
+    assert_null(strstr(err.msg, "s3cret"));
+    assert_int_equal(
+        jp_store_open("postgresql://jobplane:s3cret-pw@127.0.0.1:1/jpdb", &s, &err), JP_EUNAVAIL);
+    assert_null(strstr(err.msg, "s3cret"));
+    /* A URL libpq cannot read is the caller's mistake, not an outage. */
+    assert_int_equal(jp_store_open("postgres://jobplane:s3cret-pw@[::1/jpdb", &s, &err),
+                     JP_EINVAL);
+    assert_null(strstr(err.msg, "s3cret"));
+    assert_int_equal(jp_store_open("postgres://127.0.0.1:1/jpdb?no_such_option=1", &s, &err),
+                     JP_EINVAL);
+    assert_null(s);
+}
+
+static void test_pg_postgresql_scheme_opens(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    jp_store *s = NULL;
+    jp_err err;
+    char id[JP_UUID_STR_LEN + 1];
+    assert_int_equal(strncmp(pg_url, "postgres://", 11), 0);
+    char *url = jp_xasprintf("postgresql://%s", pg_url + 11);
+    assert_int_equal(jp_store_open(url, &s, &err), 0);
+    free(url);
+    assert_string_equal(jp_store_backend(s), "postgres");
+    create_one(s, make_job("default", NULL, JP_ST_QUEUED), id);
+    jp_job_free(get(f->store, id));  /* the same database */
+    jp_store_close(s);
+}
+
+/* ---- PostgreSQL: several processes on one database -------------------------------------------- */
+
+static jp_store *open_other(void)
+{
+    jp_store *s = NULL;
+    jp_err err;
+    if (jp_store_open(pg_url, &s, &err) != 0)
+        fail_msg("cannot open a second store: %s", err.msg);
+    return s;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Waits (5 s at most) until `sql` on `c` counts at least `want`. */
+static bool wait_count(PGconn *c, const char *sql, int64_t want)
+{
+    for (int i = 0; i < 500; i++) {
+        if (pg_query_int(c, sql) >= want)
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+#define RACE_JOBS 120
+#define RACE_BATCH 10
+
+/* One handle applying the same event to every job, in batches; the two
+ * racers go through the jobs in opposite orders, so their row locks cross. */
+typedef struct racer {
+    jp_store *store;
+    char (*ids)[JP_UUID_STR_LEN + 1];
+    bool descending;
+    jp_event ev;
+    pthread_barrier_t *go;
+    int rc[RACE_JOBS];  /* each job's op result */
+    int failures;       /* batches that did not commit */
+    jp_err err;         /* why the last of them did not */
+} racer;
+
+static void *race(void *p)
+{
+    racer *r = p;
+    pthread_barrier_wait(r->go);
+    for (int b = 0; b < RACE_JOBS; b += RACE_BATCH) {
+        jp_store_op ops[RACE_BATCH];
+        int idx[RACE_BATCH];
+        for (int k = 0; k < RACE_BATCH; k++) {
+            idx[k] = r->descending ? RACE_JOBS - 1 - (b + k) : b + k;
+            ops[k] = (jp_store_op){.ev = r->ev};
+            memcpy(ops[k].job_id, r->ids[idx[k]], sizeof ops[k].job_id);
+        }
+        jp_err err;
+        if (jp_store_apply(r->store, ops, RACE_BATCH, &err) != 0) {
+            r->failures++;
+            r->err = err;
+        }
+        for (int k = 0; k < RACE_BATCH; k++)
+            r->rc[idx[k]] = ops[k].rc;
+    }
+    return NULL;
+}
+
+static void run_race(racer r[2])
+{
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race, &r[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        if (r[i].failures)
+            fail_msg("handle %d: %d batches failed: %s", i, r[i].failures, r[i].err.msg);
+    }
+}
+
+static void test_pg_two_handles_one_start_per_attempt_wins(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    static char ids[RACE_JOBS][JP_UUID_STR_LEN + 1];
+    static const char *const workers[2] = {"w0", "w1"};
+    static racer r[2];
+    jp_job *jobs[RACE_JOBS];
+    pthread_barrier_t go;
+    jp_err err;
+
+    for (int i = 0; i < RACE_JOBS; i++) {
+        jobs[i] = make_job("default", NULL, JP_ST_QUEUED);
+        memcpy(ids[i], jobs[i]->id, sizeof ids[i]);
+    }
+    assert_int_equal(jp_store_create(f->store, jobs, RACE_JOBS, NULL, &err), 0);
+    for (int i = 0; i < RACE_JOBS; i++)
+        jp_job_free(jobs[i]);
+    jp_store *other = open_other();
+    pthread_barrier_init(&go, NULL, 2);
+
+    /* Both handles deliver attempt 1 of every job: one START wins each. */
+    for (int i = 0; i < 2; i++) {
+        r[i] = (racer){.store = i ? other : f->store, .ids = ids, .descending = i == 1,
+                       .ev = ev_of(JP_EV_START, 1, T0 + 1 + i), .go = &go};
+        r[i].ev.worker_id = workers[i];
+    }
+    run_race(r);
+    for (int i = 0; i < RACE_JOBS; i++) {
+        int w = r[0].rc[i] == 0 ? 0 : 1;
+        assert_int_equal(r[w].rc[i], 0);
+        assert_int_equal(r[1 - w].rc[i], JP_ECONFLICT);
+        jp_job *j = get(f->store, ids[i]);
+        assert_int_equal(j->status, JP_ST_RUNNING);
+        assert_int_equal(j->attempts, 1);
+        assert_string_equal(j->worker_id, workers[w]);
+        jp_job_free(j);
+        json_t *a = attempts_of(other, ids[i]);
+        assert_int_equal(json_array_size(a), 1);
+        assert_string_equal(attempt_str(a, 0, "worker_id"), workers[w]);
+        json_decref(a);
+    }
+
+    /* Both report attempt 1 complete: one report each is taken, none lost. */
+    for (int i = 0; i < 2; i++) {
+        r[i].ev = ev_of(JP_EV_COMPLETE, 1, T0 + 10 + i);
+        r[i].failures = 0;
+    }
+    run_race(r);
+    for (int i = 0; i < RACE_JOBS; i++)
+        assert_true((r[0].rc[i] == 0) != (r[1].rc[i] == 0));
+    int64_t counts[JP_ST__COUNT];
+    assert_int_equal(jp_store_counts(other, counts, &err), 0);
+    assert_int_equal(counts[JP_ST_COMPLETED], RACE_JOBS);
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM attempts WHERE outcome = 'completed'"),
+                     RACE_JOBS);
+    pthread_barrier_destroy(&go);
+    jp_store_close(other);
+}
+
+typedef struct applier {
+    jp_store *store;
+    jp_store_op *ops;
+    size_t n;
+    int rc;
+} applier;
+
+static void *apply_thread(void *p)
+{
+    applier *a = p;
+    jp_err err;
+    a->rc = jp_store_apply(a->store, a->ops, a->n, &err);
+    return NULL;
+}
+
+static void test_pg_deadlock_with_other_writer_is_retried(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    char x[JP_UUID_STR_LEN + 1], y[JP_UUID_STR_LEN + 1];
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), x);
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), y);
+
+    /* Another process holds y and will want x; the store takes x, then
+     * waits for y: a deadlock, which PostgreSQL breaks by failing the store's
+     * transaction, the first to wait. The store tries again and judges x as
+     * the other process left it. */
+    PGconn *other = pg_connect();
+    PGconn *watch = pg_connect();
+    char *sql = jp_xasprintf("BEGIN; SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE", y);
+    pg_query_int(other, sql);
+    free(sql);
+    jp_store_op ops[2] = {{.ev = ev_of(JP_EV_START, 1, T0 + 1)}, {.ev = ev_of(JP_EV_START, 1, T0 + 1)}};
+    memcpy(ops[0].job_id, x, sizeof x);
+    memcpy(ops[1].job_id, y, sizeof y);
+    applier a = {.store = f->store, .ops = ops, .n = 2, .rc = 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, apply_thread, &a), 0);
+    bool waiting = wait_count(watch,
+                              "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
+                              " current_database() AND wait_event_type = 'Lock'",
+                              1);
+    sql = jp_xasprintf("UPDATE jobs SET status = 'cancelled', completed_at = %lld WHERE id = '%s'",
+                       T0 + 5, x);
+    pg_query_int(other, sql);  /* returns once the store's transaction gave way */
+    free(sql);
+    pg_query_int(other, "COMMIT");
+    assert_int_equal(pthread_join(th, NULL), 0);
+    PQfinish(other);
+    PQfinish(watch);
+    assert_true(waiting);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(ops[0].rc, JP_ECONFLICT);
+    assert_int_equal(ops[0].before, JP_ST_CANCELLED);
+    assert_int_equal(ops[1].rc, 0);
+    jp_job *j = get(f->store, y);
+    assert_int_equal(j->status, JP_ST_RUNNING);
+    jp_job_free(j);
+}
+
+#define IDEM_ROUNDS 20
+
+typedef struct idem_racer {
+    jp_store *store;
+    pthread_barrier_t *go;
+    int rc[IDEM_ROUNDS];
+    bool existed[IDEM_ROUNDS];
+    char ids[IDEM_ROUNDS][JP_UUID_STR_LEN + 1];
+} idem_racer;
+
+static void *idem_race(void *p)
+{
+    idem_racer *r = p;
+    for (int k = 0; k < IDEM_ROUNDS; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "race-%d", k);
+        jp_job *j = make_idem(key, "abababababababab");
+        jp_err err;
+        pthread_barrier_wait(r->go);
+        r->rc[k] = jp_store_create(r->store, &j, 1, &r->existed[k], &err);
+        memcpy(r->ids[k], j->id, sizeof r->ids[k]);
+        jp_job_free(j);
+    }
+    return NULL;
+}
+
+static void test_pg_same_idempotency_key_from_two_handles_makes_one_job(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    static idem_racer r[2];
+    pthread_barrier_t go;
+    pthread_t th[2];
+    jp_store *other = open_other();
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        r[i] = (idem_racer){.store = i ? other : f->store, .go = &go};
+        assert_int_equal(pthread_create(&th[i], NULL, idem_race, &r[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int k = 0; k < IDEM_ROUNDS; k++) {
+        assert_int_equal(r[0].rc[k], 0);
+        assert_int_equal(r[1].rc[k], 0);
+        assert_string_equal(r[0].ids[k], r[1].ids[k]);
+        assert_true(r[0].existed[k] != r[1].existed[k]);
+    }
+    assert_int_equal(total(f->store), IDEM_ROUNDS);
+    pthread_barrier_destroy(&go);
+    jp_store_close(other);
+}
+
+typedef struct opener {
+    pthread_barrier_t *go;
+    jp_store *store;
+    int rc;
+    jp_err err;
+} opener;
+
+static void *open_thread(void *p)
+{
+    opener *o = p;
+    pthread_barrier_wait(o->go);
+    o->rc = jp_store_open(pg_url, &o->store, &o->err);
+    return NULL;
+}
+
+static void test_pg_two_handles_migrate_at_once(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    pthread_barrier_t go;
+    jp_store_close(f->store);
+    f->store = NULL;
+    pthread_barrier_init(&go, NULL, 2);
+    for (int round = 0; round < 4; round++) {
+        opener o[2] = {{.go = &go}, {.go = &go}};
+        pthread_t th[2];
+        pg_reset();
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, open_thread, &o[i]), 0);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            if (o[i].rc != 0)
+                fail_msg("open %d failed: %s", i, o[i].err.msg);
+        }
+        assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 1);
+        char id[JP_UUID_STR_LEN + 1];
+        create_one(o[0].store, make_job("default", NULL, JP_ST_QUEUED), id);
+        jp_job_free(get(o[1].store, id));
+        jp_store_close(o[0].store);
+        jp_store_close(o[1].store);
+    }
+    pthread_barrier_destroy(&go);
+}
+
+#define DUE_JOBS 60
+
+typedef struct promoter {
+    jp_store *store;
+    pthread_barrier_t *go;
+    char ids[DUE_JOBS][JP_UUID_STR_LEN + 1];
+    size_t n;
+    int failures;
+} promoter;
+
+static void *promote_thread(void *p)
+{
+    promoter *pr = p;
+    pthread_barrier_wait(pr->go);
+    for (int i = 0; i < 1000; i++) {
+        jp_job **jobs = NULL;
+        size_t n = 0;
+        int64_t next = 0;
+        jp_err err;
+        if (jp_store_promote_due(pr->store, T0 + 1000, JP_ST_QUEUED, 7, &jobs, &n, &next,
+                                 &err) != 0) {
+            pr->failures++;
+            continue;
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (pr->n < DUE_JOBS)
+                memcpy(pr->ids[pr->n], jobs[k]->id, sizeof pr->ids[0]);
+            pr->n++;
+        }
+        jp_jobs_free(jobs, n);
+        if (n == 0 && next == 0)
+            break;
+        if (n == 0)
+            sleep_ms(1);  /* the rest are the other handle's, being promoted */
+    }
+    return NULL;
+}
+
+static void test_pg_two_handles_promote_each_due_job_once(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    static promoter pr[2];
+    jp_job *jobs[DUE_JOBS];
+    pthread_barrier_t go;
+    pthread_t th[2];
+    jp_err err;
+    for (int i = 0; i < DUE_JOBS; i++) {
+        jobs[i] = make_job("default", NULL, JP_ST_SCHEDULED);
+        jobs[i]->run_at_ms = T0 + i;
+    }
+    assert_int_equal(jp_store_create(f->store, jobs, DUE_JOBS, NULL, &err), 0);
+    jp_store *other = open_other();
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        pr[i] = (promoter){.store = i ? other : f->store, .go = &go};
+        assert_int_equal(pthread_create(&th[i], NULL, promote_thread, &pr[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(pr[0].failures, 0);
+    assert_int_equal(pr[1].failures, 0);
+    assert_int_equal(pr[0].n + pr[1].n, DUE_JOBS);
+    for (int i = 0; i < DUE_JOBS; i++) {
+        int seen = 0;
+        for (int h = 0; h < 2; h++) {
+            for (size_t k = 0; k < pr[h].n; k++)
+                seen += strcmp(pr[h].ids[k], jobs[i]->id) == 0;
+        }
+        assert_int_equal(seen, 1);
+        jp_job_free(jobs[i]);
+    }
+    int64_t counts[JP_ST__COUNT];
+    assert_int_equal(jp_store_counts(f->store, counts, &err), 0);
+    assert_int_equal(counts[JP_ST_QUEUED], DUE_JOBS);
+    pthread_barrier_destroy(&go);
+    jp_store_close(other);
+}
+
+/* ---- PostgreSQL: lost connections ---------------------------------------------------------- */
+
+static void test_pg_killed_connections_reconnect(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    for (int i = 0; i < 8; i++)  /* every reader of the pool has a session now */
+        jp_job_free(get(f->store, id));
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+
+    /* The server ends every session of the store, as a restart would. */
+    PGconn *c = pg_connect();
+    assert_true(pg_query_int(c, "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()") >=
+                5);
+    for (int i = 0; i < 500 && pg_query_int(c, "SELECT COUNT(*) FROM pg_stat_activity WHERE"
+                                               " datname = current_database() AND"
+                                               " pid <> pg_backend_pid()") > 0;
+         i++)
+        sleep_ms(10);
+    PQfinish(c);
+
+    /* The first use of each connection fails or reconnects; the next works. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4; i++) {
+            jp_job *j = NULL;
+            int rc = jp_store_get(f->store, id, &j, &err);
+            if (round == 0)
+                assert_true(rc == 0 || rc == JP_EUNAVAIL);
+            else
+                assert_int_equal(rc, 0);
+            jp_job_free(j);
+        }
+    }
+    jp_job *j = make_job("default", NULL, JP_ST_QUEUED);
+    int rc = jp_store_create(f->store, &j, 1, NULL, &err);
+    assert_true(rc == 0 || rc == JP_EUNAVAIL);
+    jp_job_free(j);
+    j = make_job("default", NULL, JP_ST_QUEUED);
+    assert_int_equal(jp_store_create(f->store, &j, 1, NULL, &err), 0);
+    jp_job_free(j);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_COMPLETE, 1, T0 + 2), NULL), 0);
+    j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_COMPLETED);
+    jp_job_free(j);
+    assert_int_equal(jp_store_ping(f->store, &err), 0);
+}
+
+static void test_pg_connection_lost_mid_transaction_changes_nothing(void **state)
+{
+    PG_ONLY();
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    create_one(f->store, make_job("default", NULL, JP_ST_QUEUED), id);
+    assert_int_equal(apply1(f->store, id, ev_of(JP_EV_START, 1, T0 + 1), NULL), 0);
+    /* The session dies in the middle of the transaction's writes. */
+    raw_exec(f, "CREATE FUNCTION jp_test_kill() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$;"
+                " CREATE TRIGGER jp_test_kill BEFORE UPDATE ON jobs FOR EACH ROW"
+                " WHEN (NEW.status = 'completed') EXECUTE FUNCTION jp_test_kill()");
+    jp_store_op op = {.ev = ev_of(JP_EV_COMPLETE, 1, T0 + 2), .want_job = true};
+    memcpy(op.job_id, id, sizeof op.job_id);
+    assert_int_equal(jp_store_apply(f->store, &op, 1, &err), JP_EUNAVAIL);
+    assert_int_equal(op.rc, JP_EUNAVAIL);
+    assert_null(op.job);
+    assert_null(strstr(err.msg, "jobplane@"));  /* never the URL's credentials */
+    jp_job *j = get(f->store, id);
+    assert_int_equal(j->status, JP_ST_RUNNING);
+    jp_job_free(j);
+    json_t *a = attempts_of(f->store, id);
+    assert_string_equal(attempt_str(a, 0, "outcome"), "running");
+    json_decref(a);
+
+    raw_exec(f, "DROP TRIGGER jp_test_kill ON jobs");
+    assert_int_equal(jp_store_apply(f->store, &op, 1, &err), 0);
+    assert_int_equal(op.rc, 0);
+    assert_int_equal(op.job->status, JP_ST_COMPLETED);
+    jp_job_free(op.job);
+}
+
 int main(void)
 {
+    pg_url = getenv("JOBPLANE_TEST_PG_URL");
+    if (pg_url && !pg_url[0])
+        pg_url = NULL;
+    if (pg_url)
+        printf("store tests over PostgreSQL\n");
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define TS(name) cmocka_unit_test_setup_teardown(name, setup_sqlite, teardown)
     const struct CMUnitTest tests[] = {
         T(test_open_migrates_once),
-        T(test_open_uses_wal),
+        TS(test_open_uses_wal),
         T(test_open_refuses_newer_schema),
         cmocka_unit_test(test_open_rejects_bad_urls),
-        T(test_open_relative_path),
+        cmocka_unit_test(test_open_postgres_errors_hide_password),
+        TS(test_open_relative_path),
         T(test_create_get_round_trip),
         T(test_get_missing_is_not_found),
         T(test_unreadable_payload_loads_as_null),
@@ -1254,7 +1884,16 @@ int main(void)
         T(test_concurrent_threads_stay_consistent),
         T(test_reopen_keeps_everything),
         cmocka_unit_test(test_memory_database_works),
+        T(test_pg_postgresql_scheme_opens),
+        T(test_pg_two_handles_one_start_per_attempt_wins),
+        T(test_pg_deadlock_with_other_writer_is_retried),
+        T(test_pg_same_idempotency_key_from_two_handles_makes_one_job),
+        T(test_pg_two_handles_migrate_at_once),
+        T(test_pg_two_handles_promote_each_due_job_once),
+        T(test_pg_killed_connections_reconnect),
+        T(test_pg_connection_lost_mid_transaction_changes_nothing),
     };
+#undef TS
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

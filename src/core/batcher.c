@@ -1,0 +1,115 @@
+/* The batching thread behind jp_batcher. */
+#include "core/batcher.h"
+
+#include "core/mem.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct jp_batcher {
+    jp_batch_flush_fn flush;
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t work;  /* the batching thread waits here for items */
+    pthread_cond_t done;  /* submitters wait here for their results */
+    jp_batch_item *head, *tail;
+    bool stop;
+    pthread_t thread;
+};
+
+static void *run(void *arg)
+{
+    jp_batcher *b = arg;
+    jp_batch_item **items = NULL;
+    size_t cap = 0;
+
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (!b->head && !b->stop)
+            pthread_cond_wait(&b->work, &b->mu);
+        if (!b->head)
+            break;
+        jp_batch_item *batch = b->head;
+        b->head = b->tail = NULL;
+        pthread_mutex_unlock(&b->mu);
+
+        size_t n = 0;
+        for (jp_batch_item *it = batch; it; it = it->next)
+            n++;
+        if (n > cap) {
+            cap = n * 2;
+            items = jp_xrealloc(items, cap * sizeof *items);
+        }
+        n = 0;
+        for (jp_batch_item *it = batch; it; it = it->next)
+            items[n++] = it;
+        b->flush(b->arg, items, n);
+
+        pthread_mutex_lock(&b->mu);
+        for (size_t i = 0; i < n; i++)
+            items[i]->done = true;
+        pthread_cond_broadcast(&b->done);
+    }
+    pthread_mutex_unlock(&b->mu);
+    free(items);
+    return NULL;
+}
+
+int jp_batcher_new(jp_batch_flush_fn flush, void *arg, jp_batcher **ret, jp_err *err)
+{
+    jp_batcher *b = jp_xcalloc(1, sizeof *b);
+    b->flush = flush;
+    b->arg = arg;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->work, NULL);
+    pthread_cond_init(&b->done, NULL);
+    if (pthread_create(&b->thread, NULL, run, b) != 0) {
+        pthread_cond_destroy(&b->done);
+        pthread_cond_destroy(&b->work);
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+        return jp_err_set(err, JP_EINTERNAL, "cannot start a batching thread");
+    }
+    *ret = b;
+    return 0;
+}
+
+void jp_batcher_free(jp_batcher *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    pthread_cond_signal(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->thread, NULL);
+    pthread_cond_destroy(&b->done);
+    pthread_cond_destroy(&b->work);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err)
+{
+    it->next = NULL;
+    it->done = false;
+    it->rc = 0;
+    jp_err_clear(&it->err);
+    pthread_mutex_lock(&b->mu);
+    if (b->stop) {
+        pthread_mutex_unlock(&b->mu);
+        return jp_err_set(err, JP_EUNAVAIL, "shutting down");
+    }
+    if (b->tail)
+        b->tail->next = it;
+    else
+        b->head = it;
+    b->tail = it;
+    pthread_cond_signal(&b->work);
+    while (!it->done)
+        pthread_cond_wait(&b->done, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    if (it->rc < 0 && err)
+        *err = it->err;
+    return it->rc;
+}
