@@ -17,12 +17,14 @@
  *     JOBPLANE_PLUGIN_EXPORT int jobplane_plugin_init(const jobplane_host *host,
  *                                                     jobplane_registry *reg)
  *     {
- *         static const jobplane_strategy upper = {
+ *         jobplane_strategy upper = {       // copied by the host
  *             .abi = JOBPLANE_PLUGIN_ABI, .size = sizeof(jobplane_strategy),
- *             .name = "upper", .run = run_upper,
+ *             .name = "upper", .ctx = (void *)host, .run = run_upper,
  *         };
  *         return host->register_strategy(reg, &upper);
  *     }
+ *
+ * examples/plugins/upper.c is a complete plugin.
  *
  * Loading, step by step. The host dlopen()s the file with RTLD_NOW |
  * RTLD_LOCAL (an unresolved symbol fails the load), reads jobplane_plugin_abi
@@ -137,9 +139,9 @@ typedef struct jobplane_host {
     /* Registers a strategy; call only from init, with init's `reg`.
      * Returns JOBPLANE_OK, JOBPLANE_EINVAL (bad abi, size, name or run) or
      * JOBPLANE_ECONFLICT (the name is taken, in the engine or by an earlier
-     * call). Any failure fails the load. The host
-     * enables a plugin's strategies as soon as the load succeeds; they need
-     * not be listed in the worker's --strategies. */
+     * call). Any failure fails the load. A plugin's strategies are enabled
+     * as soon as the load succeeds: --strategies names built-ins only, and
+     * each plugin adds its own. */
     int (*register_strategy)(jobplane_registry *reg, const jobplane_strategy *strategy);
 
     /* Explains why init is failing (copied; call from init, then return
@@ -189,8 +191,14 @@ typedef struct jobplane_host {
 /* The ABI the plugin was built for; define it with JOBPLANE_PLUGIN_DECLARE_ABI. */
 JOBPLANE_PLUGIN_EXPORT extern const int jobplane_plugin_abi;
 
+/* (In C++ a namespace-scope const would otherwise have internal linkage.) */
+#ifdef __cplusplus
+#define JOBPLANE_PLUGIN_DECLARE_ABI \
+    extern "C" JOBPLANE_PLUGIN_EXPORT const int jobplane_plugin_abi = JOBPLANE_PLUGIN_ABI
+#else
 #define JOBPLANE_PLUGIN_DECLARE_ABI \
     JOBPLANE_PLUGIN_EXPORT const int jobplane_plugin_abi = JOBPLANE_PLUGIN_ABI
+#endif
 
 /* Called once per load, after the ABI check. Registers the plugin's
  * strategies with host->register_strategy(reg, …). Returns 0 on success,

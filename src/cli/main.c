@@ -1190,7 +1190,6 @@ static void fetch(cli *c, watch_state *w, snapshot *s)
     ex = call_quiet(c, "GET", "/api/v1/queue/stats", NULL, &s->stats, &err);
     now = jp_mono_ms();
     if (ex != EXIT_OK) {
-        s->stats = NULL;
         s->unreachable = ex == EXIT_UNREACHABLE;
         snprintf(s->error, sizeof s->error, "%s", jp_err_msg(&err));
         sanitize(s->error);

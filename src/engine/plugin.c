@@ -135,7 +135,7 @@ static int host_set_init_error(jobplane_registry *reg, const char *message)
     if (!reg || !message)
         return JOBPLANE_EINVAL;
     free(reg->init_msg);
-    reg->init_msg = jp_xstrndup(message, JP_ERR_MSG_MAX);
+    reg->init_msg = jp_xstrndup(message, strnlen(message, JP_ERR_MSG_MAX));
     return JOBPLANE_OK;
 }
 

@@ -171,7 +171,8 @@ static bool parse_uint(const char *s, size_t n, long max, long *ret)
     return true;
 }
 
-/* redis://[[user]:password@]host[:port][/db] */
+/* redis://[[user]:password@]host[:port][/db]; userinfo without a colon is the
+ * password; %XX escapes are decoded in it. */
 static int parse_url(const char *url, endpoint *ep, jp_err *err)
 {
     const char *rest, *at, *host, *end, *p;
@@ -491,7 +492,8 @@ static bool parse_stream_key(const char *key, size_t len, char *queue, int *prio
         return false;
     for (int p = 0; p < JP_PRIO__COUNT; p++) {
         const char *name = jp_priority_name(p);
-        if ((size_t)(end - close - 2) == strlen(name) && memcmp(close + 2, name, strlen(name)) == 0) {
+        size_t nlen = strlen(name);
+        if ((size_t)(end - close - 2) == nlen && memcmp(close + 2, name, nlen) == 0) {
             *prio = p;
             return true;
         }
@@ -936,7 +938,6 @@ static int rq_pop(jp_queue *q, const char *const *queues, size_t max, int timeou
     char (*keys)[KEY_MAX] = NULL;
     char (*last)[ENTRY_ID_MAX] = NULL;
     int64_t deadline = timeout_ms > 0 ? jp_mono_ms() + timeout_ms : 0;
-    conn *c = NULL;
     size_t nq = 0, got = 0;
     int rc;
 
@@ -949,12 +950,15 @@ static int rq_pop(jp_queue *q, const char *const *queues, size_t max, int timeou
         *ret_n = 0;
         return 0;
     }
-    rc = conn_get(r, &c, err);
-    if (rc < 0)
-        return rc;
     keys = jp_xmalloc(nq * JP_PRIO__COUNT * sizeof *keys);
     last = jp_xmalloc(nq * JP_PRIO__COUNT * sizeof *last);
     for (;;) {
+        /* The connection goes back to the pool between slices, so that
+         * blocked pops never starve the pushes and acks of other threads. */
+        conn *c = NULL;
+        rc = conn_get(r, &c, err);
+        if (rc < 0)
+            break;
         for (size_t i = 0; i < nq && got < max; i++) {
             size_t k = 0;
             rc = pop_queue(r, c, queues[i], max - got, out + got, &k, keys + i * JP_PRIO__COUNT,
@@ -963,29 +967,26 @@ static int rq_pop(jp_queue *q, const char *const *queues, size_t max, int timeou
                 break;
             got += k;
         }
-        /* Messages already taken are this consumer's now: hand them over
-         * even if a later queue failed, rather than strand them for a lease. */
-        if (got) {
-            rc = 0;
-            break;
-        }
-        if (rc < 0 || timeout_ms == 0 || atomic_load(&r->woken))
-            break;
         int slice = BLOCK_SLICE_MS;
         if (timeout_ms > 0) {
             int64_t left = deadline - jp_mono_ms();
-            if (left <= 0)
-                break;
-            if (left < slice)
-                slice = (int)left;
+            slice = left <= 0 ? 0 : left < slice ? (int)left : slice;
+        }
+        /* Messages already taken are this consumer's now: hand them over
+         * even if a later queue failed, rather than strand them for a lease. */
+        if (got || rc < 0 || timeout_ms == 0 || slice == 0 || atomic_load(&r->woken)) {
+            conn_put(r, c);
+            if (got)
+                rc = 0;
+            break;
         }
         rc = wait_for_entries(r, c, keys, last, nq * JP_PRIO__COUNT, slice, err);
+        conn_put(r, c);
         if (rc < 0)
             break;
     }
     free(keys);
     free(last);
-    conn_put(r, c);
     if (rc < 0)
         return rc;
     *ret_n = got;
@@ -2034,11 +2035,9 @@ int jp_redis_epoch_check(jp_queue *q, jp_err *err)
     rc = conn_get(r, &c, err);
     if (rc < 0)
         goto out;
-    if (r->epoch[0])
-        memcpy(token, r->epoch, sizeof token);
-    else
-        jp_uuid7(token);
-    /* SET NX then GET: after it, the key holds the marker everyone adopts. */
+    /* SET NX then GET: after it, the key holds the marker everyone adopts.
+     * A fresh marker each time, so that peers notice a loss too. */
+    jp_uuid7(token);
     const char *set[] = {"SET", EPOCH_KEY, token, "NX"};
     const char *get[] = {"GET", EPOCH_KEY};
     redisAppendCommandArgv(c->ctx, 4, set, NULL);

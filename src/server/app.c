@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 int64_t jp_app_backoff_ms(jp_app *app, int attempt)
 {
@@ -45,6 +46,8 @@ void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n)
         return;
     jp_err err;
     jp_err_clear(&err);
+    if (app->crash_before_enqueue)
+        _exit(137);
     if (jp_queue_push(app->queue, jobs, n, &err) < 0) {
         if (!atomic_exchange(&transport_down, true))
             jp_warn("cannot enqueue: %s; jobs stay %s until it is back", jp_err_msg(&err),

@@ -52,6 +52,9 @@ typedef struct jp_app {
     bool distributed;     /* jobs go through Redis to jobplane-worker processes */
     jp_status runnable;   /* what a runnable job becomes: QUEUED, or PENDING
                              until it is on a Redis stream */
+    bool crash_before_enqueue; /* fault seam (JOBPLANE_FAULT=crash-before-enqueue):
+                                  die between the commit and the XADD, as a
+                                  crash would, so tests can show the job runs */
     int64_t started_ms;
 } jp_app;
 

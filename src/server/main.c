@@ -117,6 +117,8 @@ int main(int argc, char **argv)
     jp_log_set_level((jp_log_level)lvl);
 
     app.distributed = c->redis != NULL;
+    const char *fault = getenv("JOBPLANE_FAULT");
+    app.crash_before_enqueue = fault && strcmp(fault, "crash-before-enqueue") == 0;
     app.runnable = app.distributed ? JP_ST_PENDING : JP_ST_QUEUED;
 #ifndef JP_WITH_ENGINE
     if (!app.distributed) {
@@ -187,18 +189,20 @@ int main(int argc, char **argv)
         }
     } else {
         app.queue = jp_queue_memory_new();
-#ifdef JP_WITH_ENGINE
-        if (jp_embedded_start(&app, &app.engine, &err) < 0) {
-            jp_error("cannot start the engine: %s", jp_err_msg(&err));
-            goto out;
-        }
-#endif
     }
+    /* Before the engine starts: a job this process has begun must not be
+     * taken for one a previous process left running. */
     size_t queued = 0, lost = 0;
     if (jp_app_recover(&app, &queued, &lost, &err) < 0) {
         jp_error("cannot recover jobs from the database: %s", jp_err_msg(&err));
         goto out;
     }
+#ifdef JP_WITH_ENGINE
+    if (!app.distributed && jp_embedded_start(&app, &app.engine, &err) < 0) {
+        jp_error("cannot start the engine: %s", jp_err_msg(&err));
+        goto out;
+    }
+#endif
     if (queued || lost)
         jp_info("recovered %zu queued job(s); %zu job(s) that were running will run again",
                 queued, lost);

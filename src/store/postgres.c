@@ -14,8 +14,17 @@
  * dropped when its transaction ends, and the next transaction connects
  * afresh and prepares its statements again. A transaction that finds its
  * session broken before it has done anything reconnects at once instead of
- * failing, so a stale pooled connection costs no caller an error. */
-#define JP_WITH_POSTGRES 1 /* libpq is always built in; driver.h declares us under it */
+ * failing, so a stale pooled connection costs no caller an error.
+ *
+ * Every statement is a round trip. Pipelining the writes of a batch (libpq's
+ * pipeline mode) would save about one in three, but it reports a write's
+ * failure at a later call, which driver.h's step contract does not allow
+ * (jp_store_create tells a lost race by its INSERT's JP_ECONFLICT). */
+/* libpq is a required dependency, so PostgreSQL is always built in; driver.h
+ * declares this backend under the macro. */
+#ifndef JP_WITH_POSTGRES
+#define JP_WITH_POSTGRES 1
+#endif
 #include "store/driver.h"
 
 #include "core/mem.h"
@@ -110,11 +119,16 @@ static void one_line(char *dst, size_t size, const char *msg)
 }
 
 /* Does this failure mean the session is gone? Connection errors (class
- * 08), a terminated or restarting backend, and every error libpq made up
- * itself (no SQLSTATE: the socket failed, the protocol broke). */
-static bool session_lost(PGconn *pg, const char *state)
+ * 08), a terminated or restarting backend, any error that ended the session
+ * (FATAL: an idle timeout, a dropped database), and every error libpq made
+ * up itself (no SQLSTATE: the socket failed, the protocol broke). */
+static bool session_lost(PGconn *pg, const PGresult *res, const char *state)
 {
+    const char *severity = res ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+
     if (!pg || PQstatus(pg) == CONNECTION_BAD || !state)
+        return true;
+    if (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
         return true;
     return strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
            strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
@@ -134,7 +148,7 @@ static int pg_fail(pg_conn *c, const PGresult *res, const char *what, jp_err *er
     one_line(msg, sizeof msg, primary ? primary : c->pg ? PQerrorMessage(c->pg) : "no connection");
     if (!msg[0])
         snprintf(msg, sizeof msg, "the connection failed");
-    if (session_lost(c->pg, state))
+    if (session_lost(c->pg, res, state))
         c->broken = true;
     else if (strncmp(state, "23", 2) == 0 || strcmp(state, "40001") == 0 ||
              strcmp(state, "40P01") == 0)
@@ -145,6 +159,17 @@ static int pg_fail(pg_conn *c, const PGresult *res, const char *what, jp_err *er
 static int broken_err(pg_conn *c, jp_err *err)
 {
     return jp_err_set(err, JP_EUNAVAIL, "postgres %s: the connection was lost", c->owner->where);
+}
+
+/* For the calls whose contract knows one failure only: JP_EUNAVAIL, with
+ * the message of whatever it was. */
+static int unavail(int rc, jp_err *err)
+{
+    if (rc >= 0)
+        return rc;
+    if (err)
+        err->code = JP_EUNAVAIL;
+    return JP_EUNAVAIL;
 }
 
 static void stmt_clear(pg_stmt *s)
@@ -425,6 +450,9 @@ static void pg_rollback(jp_conn *conn)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A session lost during COMMIT leaves the outcome unknown: the caller sees
+ * JP_EUNAVAIL, and a transition tried again is judged against whatever
+ * the database holds, so a repeat is refused rather than applied twice. */
 static int pg_commit(jp_conn *conn, jp_err *err)
 {
     pg_conn *c = (pg_conn *)conn;
@@ -440,29 +468,23 @@ static int pg_commit(jp_conn *conn, jp_err *err)
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = pg_fail(c, r, "commit", err);
         else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)  /* the server rolled back instead */
-            rc = jp_err_set(err, JP_EUNAVAIL, "postgres %s: commit: the transaction was rolled back",
+            rc = jp_err_set(err, JP_EUNAVAIL,
+                            "postgres %s: commit: the transaction was rolled back",
                             c->owner->where);
         PQclear(r);
-        if (err && rc < 0)
-            err->code = JP_EUNAVAIL;  /* whatever the cause, nothing was written */
-        rc = rc < 0 ? JP_EUNAVAIL : 0;
     }
     conn_finish(c);
     pthread_mutex_unlock(&c->mu);
-    return rc;
+    return unavail(rc, err);
 }
 
 static int pg_exec(jp_conn *conn, const char *sql, jp_err *err)
 {
     pg_conn *c = (pg_conn *)conn;
-    int rc;
 
     if (c->broken)
         return broken_err(c, err);
-    rc = run(c, sql, "exec", err);
-    if (rc < 0 && err)
-        err->code = JP_EUNAVAIL;
-    return rc < 0 ? JP_EUNAVAIL : 0;
+    return unavail(run(c, sql, "exec", err), err);
 }
 
 static int pg_get_stmt(jp_conn *conn, int id, jp_stmt **ret_stmt, jp_err *err)
@@ -491,12 +513,8 @@ static int pg_get_stmt(jp_conn *conn, int id, jp_stmt **ret_stmt, jp_err *err)
         /* Types left to the server, which infers them from the text. */
         PGresult *r = PQprepare(c->pg, s->name, d->texts[id], s->nparam, NULL);
         int rc = 0;
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = pg_fail(c, r, "prepare", err);
-            if (err)
-                err->code = JP_EUNAVAIL;
-            rc = JP_EUNAVAIL;
-        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = unavail(pg_fail(c, r, "prepare", err), err);
         PQclear(r);
         if (rc < 0)
             return rc;

@@ -900,15 +900,33 @@ static int apply_one(jp_conn *c, jp_store_op *op, jp_err *err)
     return 0;
 }
 
+typedef struct op_ref {
+    const char *job_id;
+    size_t index;
+} op_ref;
+
+static int op_ref_cmp(const void *a, const void *b)
+{
+    const op_ref *x = a, *y = b;
+    int c = strcmp(x->job_id, y->job_id);
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
 /* One try of jp_store_apply: the ops' own results, or < 0 when the
- * transaction failed and nothing changed. */
-static int apply_once(jp_store *s, jp_store_op *ops, size_t n, jp_err *err)
+ * transaction failed and nothing changed. The ops run in job id order
+ * (each job's own ops in the order given, so no outcome changes): every
+ * writer then locks rows in the same order, and writers in different
+ * processes cannot deadlock. */
+static int apply_once(jp_store *s, jp_store_op *ops, size_t n, const op_ref *order, jp_err *err)
 {
     jp_conn *c;
     int rc = jp_db_begin(s->db, JP_TX_WRITE, &c, err);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k].index;
         rc = apply_one(c, &ops[i], err);
         if (rc < 0) {
             jp_conn_rollback(c);
@@ -921,28 +939,36 @@ static int apply_once(jp_store *s, jp_store_op *ops, size_t n, jp_err *err)
 int jp_store_apply(jp_store *s, jp_store_op *ops, size_t n, jp_err *err)
 {
     jp_err local;
+    op_ref *order;
     int rc = 0;
 
     if (!err)  /* the ops get the reason even when the caller does not */
         err = &local;
+    jp_err_clear(err);
     for (size_t i = 0; i < n; i++)
         ops[i].job = NULL;  /* an out-param: whatever the caller left there is not ours */
+    if (n == 0)
+        return 0;
+    order = jp_xmalloc(n * sizeof *order);
+    for (size_t i = 0; i < n; i++)
+        order[i] = (op_ref){ops[i].job_id, i};
+    qsort(order, n, sizeof *order, op_ref_cmp);
+
     for (int t = 0; t < APPLY_TRIES; t++) {
         jp_err_clear(err);
         for (size_t i = 0; i < n; i++) {
             jp_job_free(ops[i].job);  /* from a try that did not commit */
+            ops[i].job = NULL;
             ops[i].rc = 0;
             ops[i].refused = false;
             ops[i].before = ops[i].after = JP_ST_PENDING;
-            ops[i].job = NULL;
             jp_err_clear(&ops[i].err);
         }
-        if (n == 0)
-            return 0;
-        rc = apply_once(s, ops, n, err);
+        rc = apply_once(s, ops, n, order, err);
         if (rc != JP_ECONFLICT)  /* only a lost race is worth another try */
             break;
     }
+    free(order);
     if (rc == 0)
         return 0;
     for (size_t i = 0; i < n; i++) {

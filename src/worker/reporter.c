@@ -58,6 +58,7 @@ static void flush_api(void *arg, jp_batch_item **items, size_t n)
         for (size_t k = 0; k < items[i]->n; k++)
             json_array_append_new(reports, report_json(&ops[k]));
     }
+    size_t sent = json_array_size(reports);
     json_t *body = json_pack("{s:o}", "reports", reports);
     long status = 0;
     json_t *resp = NULL;
@@ -67,10 +68,14 @@ static void flush_api(void *arg, jp_batch_item **items, size_t n)
                                &err);
     json_decref(body);
     json_t *results = rc == 0 ? json_object_get(resp, "results") : NULL;
-    if (rc == 0 && (status != 200 || json_array_size(results) != json_array_size(reports))) {
+    if (rc == 0 && status != 200) {
+        /* 5xx, 401/403: nothing is known to be durable. */
         jp_client_api_error(status, resp, &err);
-        /* 5xx, 401/403, or a mangled answer: nothing is known to be durable. */
-        rc = jp_err_set(&err, JP_EUNAVAIL, "control plane: %s", jp_err_msg(&err));
+        rc = jp_err_set(&err, JP_EUNAVAIL, "the control plane refused the reports: %s",
+                        jp_err_msg(&err));
+    } else if (rc == 0 && json_array_size(results) != sent) {
+        rc = jp_err_set(&err, JP_EUNAVAIL, "the control plane answered %zu verdicts for %zu reports",
+                        json_array_size(results), sent);
     }
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {

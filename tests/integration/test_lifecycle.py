@@ -225,6 +225,31 @@ class RunTest(harness.unittest.TestCase):
         self.assertEqual([r["outcome"] for r in rows], ["cancelled"])
         self.assertEqual(self.srv.job(job["id"])["status"], "cancelled")
 
+    def test_cancel_running_exec_that_ignores_sigterm(self):
+        pidf = os.path.join(self.tmp, "pid")
+        script = 'trap "" TERM; echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; while :; do sleep 1; done'
+        job = self.srv.submit("exec", payload={"command": ["/bin/sh", "-c", script, "sh", pidf]})
+        harness.wait_until(lambda: os.path.exists(pidf), timeout=10, what="the command to start")
+        with open(pidf) as f:
+            pgid = int(f.read())
+        self.assertTrue(harness.group_alive(pgid))
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, body)
+        harness.wait_until(lambda: not harness.group_alive(pgid), timeout=10,
+                           what="process group %d to be gone" % pgid)
+
+    def test_running_job_in_queue_stats(self):
+        q = "stats-running"
+        job = self.srv.submit("sleep", payload={"ms": 60000}, queue=q)
+        self.srv.wait_status(job["id"], "running")
+        st, stats, _ = self.srv.get("/api/v1/queue/stats")
+        self.assertEqual(st, 200, stats)
+        self.assertGreaterEqual(stats["counts"]["running"], 1)
+        self.assertEqual(stats["queues"][q]["normal"]["pending"], 1)
+        self.assertEqual(stats["queues"][q]["normal"]["length"], 0)
+        st, body, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, body)
+
     def test_cancel_completed_is_409(self):
         job = self.srv.submit("noop")
         done = self.srv.wait_status(job["id"], "completed")

@@ -110,9 +110,11 @@ class RestartTest(harness.unittest.TestCase):
 
     def test_queued_jobs_survive_kill9(self):
         srv = self.server(0)
-        ids = [srv.submit("noop", payload={"i": i})["id"] for i in range(10)]
+        # Sleeps, so that some are still running while the restarted server
+        # looks for jobs its predecessor left running: its own must not count.
+        ids = [srv.submit("sleep", payload={"ms": 200})["id"] for i in range(10)]
         st, body, _ = srv.post("/api/v1/jobs/batch",
-                               {"jobs": [{"strategy": "noop", "payload": {"i": i},
+                               {"jobs": [{"strategy": "sleep", "payload": {"ms": 200},
                                           "priority": ["low", "high"][i % 2]}
                                          for i in range(10, 20)]})
         self.assertEqual(st, 201, body)
@@ -120,9 +122,59 @@ class RestartTest(harness.unittest.TestCase):
         srv.kill9()
 
         srv = self.server(4)
+        problems = []
         for i in ids:
             done = srv.wait_status(i, "completed", timeout=20)
-            self.assertEqual(done["attempts"], 1)
+            rows = srv.attempts(i)
+            if done["attempts"] != 1 or [r["outcome"] for r in rows] != ["completed"]:
+                problems.append("%s: attempts %s, %s" % (i, done["attempts"],
+                                                         [r["outcome"] for r in rows]))
+        if problems:
+            self.fail("queued jobs ran more than once after the restart:\n" +
+                      "\n".join(problems) + "\n" + srv.log()[-1500:])
+        self.stop_ok(srv)
+
+    def test_backlog_after_clean_restart_runs_once(self):
+        srv = self.server(0)
+        # A few slow jobs first (they start at once after the restart), then a
+        # backlog long enough that recovery is still at work while they run.
+        jobs = [{"strategy": "sleep", "payload": {"ms": 500}, "priority": "high",
+                 "max_attempts": 1} for _ in range(4)]
+        st, body, _ = srv.post("/api/v1/jobs/batch", {"jobs": jobs})
+        self.assertEqual(st, 201, body)
+        slow = [j["id"] for j in body["jobs"]]
+        for _ in range(2):
+            more = [{"strategy": "noop", "priority": "low"} for _ in range(800)]
+            st, body, _ = srv.post("/api/v1/jobs/batch", {"jobs": more})
+            self.assertEqual(st, 201, body)
+            jobs += more
+        self.stop_ok(srv)
+
+        srv = self.server(4)
+
+        def settled():
+            st, stats, _ = srv.get("/api/v1/queue/stats")
+            c = stats["counts"]
+            return c if c["completed"] + c["failed"] + c["cancelled"] == len(jobs) else None
+        counts = harness.wait_until(settled, timeout=40, what="the backlog to finish")
+        problems = []
+        if counts["completed"] != len(jobs):
+            problems.append("counts: %r" % (counts,))
+        for i in slow:
+            done = srv.job(i)
+            rows = [r["outcome"] for r in srv.attempts(i)]
+            if done["status"] != "completed" or done["attempts"] != 1 or rows != ["completed"]:
+                problems.append("%s: %s attempts %s error %s rows %s"
+                                % (i, done["status"], done["attempts"], done["error"], rows))
+        twice = []
+        for status in ("completed", "failed"):
+            st, listed, _ = srv.get("/api/v1/jobs?limit=1000&status=" + status)
+            twice += [j["id"] for j in listed["jobs"] if j["attempts"] != 1]
+        if twice:
+            problems.append("%d job(s) with attempts != 1, e.g. %s" % (len(twice), twice[:3]))
+        if problems:
+            self.fail("waiting jobs did not run exactly once after a restart:\n" +
+                      "\n".join(problems) + "\n" + srv.log()[-600:])
         self.stop_ok(srv)
 
     def test_kill9_after_acknowledged_writes(self):
