@@ -1,5 +1,5 @@
 /* jobplane: the command-line client of the control plane's HTTP API. */
-#include "cli/client.h"
+#include "client/client.h"
 #include "core/err.h"
 #include "core/jtime.h"
 #include "core/mem.h"

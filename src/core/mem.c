@@ -47,6 +47,7 @@ char *jp_xstrndup(const char *s, size_t n)
 {
     if (!s)
         return NULL;
+    n = strnlen(s, n); /* like strndup: stop at a shorter string's end */
     char *p = jp_xmalloc(n + 1);
     memcpy(p, s, n);
     p[n] = '\0';

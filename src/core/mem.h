@@ -13,6 +13,7 @@ void *jp_xcalloc(size_t n, size_t size);
 void *jp_xrealloc(void *p, size_t n);
 /* NULL in, NULL out. The copy belongs to the caller (free()). */
 char *jp_xstrdup(const char *s);
+/* At most n bytes of s (fewer when s ends sooner), NUL-terminated. */
 char *jp_xstrndup(const char *s, size_t n);
 /* printf into a new string the caller frees. */
 char *jp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

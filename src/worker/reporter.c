@@ -2,7 +2,7 @@
  * request to the control plane, or one database transaction. */
 #include "worker/reporter.h"
 
-#include "cli/client.h"
+#include "client/client.h"
 #include "core/batcher.h"
 #include "core/mem.h"
 #include "store/group.h"

@@ -1,7 +1,7 @@
 /* A small HTTP client of the jobplane API: one connection kept alive across
  * requests, JSON bodies in and out, an optional bearer token. */
-#ifndef JP_CLI_CLIENT_H
-#define JP_CLI_CLIENT_H
+#ifndef JP_CLIENT_CLIENT_H
+#define JP_CLIENT_CLIENT_H
 
 #include "core/err.h"
 

@@ -1,6 +1,6 @@
 /* The CLI's HTTP client: libcurl with one reused handle, so a run of requests
  * (polling a job, following list pages) shares one keep-alive connection. */
-#include "cli/client.h"
+#include "client/client.h"
 
 #include "core/mem.h"
 
