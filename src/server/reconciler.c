@@ -141,6 +141,30 @@ static bool message_lost(jp_app *app, const jp_job *job, int64_t now, void *arg)
     return json_is_object(set) && !json_object_get(set, job->id);
 }
 
+/* Reading every stream's ids is costly under a backlog, so it is done only
+ * when Redis holds fewer messages (waiting or delivered) than the database
+ * has queued jobs: then some message must be missing. */
+static bool messages_may_be_missing(jp_app *app)
+{
+    int64_t counts[JP_ST__COUNT];
+    json_t *stats = NULL;
+    if (jp_store_counts(app->store, counts, NULL) < 0 || counts[JP_ST_QUEUED] == 0 ||
+        jp_queue_stats(app->queue, &stats, NULL) < 0)
+        return false;
+    int64_t in_redis = 0;
+    const char *qname, *pname;
+    json_t *per, *st;
+    json_object_foreach(stats, qname, per) {
+        json_object_foreach(per, pname, st) {
+            in_redis += json_integer_value(json_object_get(st, "length"));
+            in_redis += json_integer_value(json_object_get(st, "pending"));
+        }
+    }
+    json_decref(stats);
+    /* A running job keeps its message until its outcome is recorded. */
+    return in_redis < counts[JP_ST_QUEUED] + counts[JP_ST_RUNNING];
+}
+
 size_t jp_reconciler_pass(jp_app *app)
 {
     size_t total = 0;
@@ -159,7 +183,7 @@ size_t jp_reconciler_pass(jp_app *app)
     if (n)
         jp_info("reconciler: enqueued %zu pending job(s)", n);
     total += n;
-    if (lost != 1) {
+    if (lost != 1 && messages_may_be_missing(app)) {
         stream_ids ids = {json_object()};
         n = sweep(app, JP_ST_QUEUED, message_lost, &ids, push);
         json_decref(ids.by_stream);
