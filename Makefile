@@ -8,7 +8,8 @@ LISTEN     ?= 127.0.0.1:8080
 DATABASE   ?= sqlite://./jobplane.db
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all build deps run test test-unit test-integration test-asan bench clean
+.PHONY: all build deps run test test-unit test-integration test-asan bench clean \
+        stack stack-demo release
 
 all: build
 
@@ -43,6 +44,22 @@ test-integration: build
 test-asan: $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	./scripts/run-tests.sh $(ASAN_BUILD)
+
+# The docker-compose topology as local processes (Redis, PostgreSQL, the control
+# plane, two workers), until Ctrl-C; stack-demo runs a mixed batch through it.
+stack: build
+	./scripts/stack.sh run $(BUILD)
+
+stack-demo: build
+	./scripts/stack.sh demo $(BUILD)
+
+# The binaries as the container images build them (scripts/build-release.sh):
+# the control plane without the engine, the worker, the CLI.
+RELEASE ?= build-release
+release: deps
+	./scripts/build-release.sh server $(RELEASE)/server
+	./scripts/build-release.sh worker $(RELEASE)/worker
+	./scripts/build-release.sh cli $(RELEASE)/cli
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

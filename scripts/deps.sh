@@ -6,7 +6,7 @@ set -eu
 pkgs="build-essential pkg-config meson ninja-build clang
 libmicrohttpd-dev libjansson-dev libhiredis-dev libpq-dev libsqlite3-dev
 libcurl4-openssl-dev libxml2-dev libcmocka-dev
-redis-server postgresql python3 curl procps"
+redis-server postgresql python3 curl procps jq docker-compose"
 
 missing=""
 for p in $pkgs; do

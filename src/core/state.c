@@ -65,8 +65,9 @@ static int start(jp_jstate *s, const jp_event *ev, jp_effects *f, jp_err *err)
     }
 
     if (poisoned(s, n)) {
+        /* attempts stays: this delivery never ran, so it is no attempt and
+         * has no row in the history. */
         s->status = JP_ST_FAILED;
-        s->attempts = n;
         s->run_at_ms = 0;
         s->completed_at_ms = ev->now_ms;
         f->set_error = true;
