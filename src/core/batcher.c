@@ -44,11 +44,21 @@ static void *run(void *arg)
         for (jp_batch_item *it = batch; it; it = it->next)
             items[n++] = it;
         b->flush(b->arg, items, n);
+        /* Posted items go back to their owners here, outside the lock; they
+         * may be freed, so the waited-for ones are marked done separately. */
+        size_t waited = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i]->on_done)
+                items[i]->on_done(items[i]);
+            else
+                items[waited++] = items[i];
+        }
 
         pthread_mutex_lock(&b->mu);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < waited; i++)
             items[i]->done = true;
-        pthread_cond_broadcast(&b->done);
+        if (waited)
+            pthread_cond_broadcast(&b->done);
     }
     pthread_mutex_unlock(&b->mu);
     free(items);
@@ -89,23 +99,43 @@ void jp_batcher_free(jp_batcher *b)
     free(b);
 }
 
-int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err)
+static int enqueue(jp_batcher *b, jp_batch_item *it, jp_err *err)
 {
-    it->next = NULL;
-    it->done = false;
-    it->rc = 0;
-    jp_err_clear(&it->err);
-    pthread_mutex_lock(&b->mu);
-    if (b->stop) {
-        pthread_mutex_unlock(&b->mu);
+    if (b->stop)
         return jp_err_set(err, JP_EUNAVAIL, "shutting down");
-    }
     if (b->tail)
         b->tail->next = it;
     else
         b->head = it;
     b->tail = it;
     pthread_cond_signal(&b->work);
+    return 0;
+}
+
+int jp_batcher_post(jp_batcher *b, jp_batch_item *it, jp_err *err)
+{
+    it->next = NULL;
+    it->done = false;
+    it->rc = 0;
+    jp_err_clear(&it->err);
+    pthread_mutex_lock(&b->mu);
+    int rc = enqueue(b, it, err);
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err)
+{
+    it->on_done = NULL;
+    it->next = NULL;
+    it->done = false;
+    it->rc = 0;
+    jp_err_clear(&it->err);
+    pthread_mutex_lock(&b->mu);
+    if (enqueue(b, it, err) < 0) {
+        pthread_mutex_unlock(&b->mu);
+        return JP_EUNAVAIL;
+    }
     while (!it->done)
         pthread_cond_wait(&b->done, &b->mu);
     pthread_mutex_unlock(&b->mu);

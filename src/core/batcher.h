@@ -22,6 +22,9 @@ typedef struct jp_batch_item {
     int rc;                      /* set by flush: 0 or a JP_E* code */
     jp_err err;                  /* set by flush when rc < 0 */
     bool done;                   /* private */
+    /* For jp_batcher_post: called on the batching thread after the flush;
+     * it owns the item from then on. NULL for jp_batcher_submit. */
+    void (*on_done)(struct jp_batch_item *it);
 } jp_batch_item;
 
 /* Handles items[0..n) and sets each one's rc (and err). Runs on the
@@ -36,5 +39,11 @@ void jp_batcher_free(jp_batcher *b);
 /* Queues `it` for the next round and waits for it; returns it->rc (and
  * copies it->err to err). JP_EUNAVAIL after jp_batcher_free began. */
 int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err);
+
+/* Queues `it` for the next round without waiting: it->on_done (required)
+ * gets it back on the batching thread once flushed. `it` must stay valid
+ * until then (allocate it). JP_EUNAVAIL after jp_batcher_free began (then
+ * on_done is not called). */
+int jp_batcher_post(jp_batcher *b, jp_batch_item *it, jp_err *err);
 
 #endif

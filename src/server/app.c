@@ -142,22 +142,18 @@ static void stop_run(jp_app *app, const char *job_id)
 #endif
 }
 
-int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
+/* Changes that can make a job runnable need the job to queue it. */
+static bool needs_job(const jp_app *app, const jp_store_op *op)
 {
-    /* Changes that can make a job runnable need the job to queue it. */
-    bool *asked = jp_xmalloc((n ? n : 1) * sizeof *asked);
-    for (size_t i = 0; i < n; i++) {
-        asked[i] = ops[i].want_job;
-        jp_event_kind k = ops[i].ev.kind;
-        if (k == JP_EV_RETRY || k == JP_EV_REQUEUE || k == JP_EV_DUE ||
-            (k == JP_EV_ENQUEUED && !app->distributed))
-            ops[i].want_job = true;
-    }
-    int rc = jp_group_apply(app->group, ops, n, err);
-    if (rc < 0) {
-        free(asked);
-        return rc;
-    }
+    jp_event_kind k = op->ev.kind;
+    return k == JP_EV_RETRY || k == JP_EV_REQUEUE || k == JP_EV_DUE ||
+           (k == JP_EV_ENQUEUED && !app->distributed);
+}
+
+/* What follows committed changes: queue the runnable, wake the scheduler
+ * for the scheduled, stop the cancelled. */
+static void after_apply(jp_app *app, jp_store_op *ops, size_t n)
+{
     jp_job **changed = jp_xmalloc((n ? n : 1) * sizeof *changed);
     size_t nc = 0;
     int64_t earliest = 0;
@@ -182,6 +178,20 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
     jp_app_enqueue(app, changed, nc);
     if (earliest && app->sched)
         jp_scheduler_poke(app->sched, earliest);
+    free(changed);
+}
+
+int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
+{
+    bool *asked = jp_xmalloc((n ? n : 1) * sizeof *asked);
+    for (size_t i = 0; i < n; i++) {
+        asked[i] = ops[i].want_job;
+        if (needs_job(app, &ops[i]))
+            ops[i].want_job = true;
+    }
+    int rc = jp_group_apply(app->group, ops, n, err);
+    if (rc == 0)
+        after_apply(app, ops, n);
     for (size_t i = 0; i < n; i++) {
         if (!asked[i]) {
             jp_job_free(ops[i].job);
@@ -189,9 +199,38 @@ int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
             ops[i].want_job = false;
         }
     }
-    free(changed);
     free(asked);
-    return 0;
+    return rc;
+}
+
+static void async_applied(void *arg, jp_store_op *ops, size_t n, int rc)
+{
+    jp_app *app = arg;
+    if (rc < 0)
+        jp_warn("cannot record %zu outcome(s): the database is unavailable", n);
+    else
+        after_apply(app, ops, n);
+    for (size_t i = 0; i < n; i++) {
+        jp_job_free(ops[i].job);
+        json_decref((json_t *)ops[i].ev.result);
+        json_decref((json_t *)ops[i].ev.error);
+    }
+}
+
+int jp_app_apply_async(jp_app *app, jp_store_op *ops, size_t n, jp_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        ops[i].want_job = needs_job(app, &ops[i]);
+        json_incref((json_t *)ops[i].ev.result);
+        json_incref((json_t *)ops[i].ev.error);
+    }
+    int rc = jp_group_apply_async(app->group, ops, n, async_applied, app, err);
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++) {
+            json_decref((json_t *)ops[i].ev.result);
+            json_decref((json_t *)ops[i].ev.error);
+        }
+    return rc;
 }
 
 #define RECOVER_BATCH 500

@@ -68,6 +68,12 @@ int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *e
  * that were cancelled. Same contract as jp_store_apply. */
 int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err);
 
+/* Like jp_app_apply without waiting for the commit (embedded mode only:
+ * what follows runs on the committer thread). The ops are copied; their
+ * event's result and error are referenced, not borrowed; worker_id must be
+ * a string that outlives the app. The outcome of each op is not reported. */
+int jp_app_apply_async(jp_app *app, jp_store_op *ops, size_t n, jp_err *err);
+
 /* The delay before retrying after `attempt` failed: exponential, capped,
  * jittered (core/state.h jp_backoff_ms) with the configured base and cap. */
 int64_t jp_app_backoff_ms(jp_app *app, int attempt);

@@ -139,6 +139,7 @@ static void run_one(jp_embedded *e, size_t idx, const jp_qmsg *msg)
     memset(&op, 0, sizeof op);
     memcpy(op.job_id, job->id, sizeof op.job_id);
     op.ev.attempt = attempt;
+    op.ev.worker_id = e->worker_id;
     op.ev.now_ms = jp_now_ms();
     op.ev.result = out.result;
     if (rc == 0) {
@@ -151,7 +152,10 @@ static void run_one(jp_embedded *e, size_t idx, const jp_qmsg *msg)
         op.ev.retryable = out.retryable;
         op.ev.backoff_ms = jp_app_backoff_ms(e->app, attempt);
     }
-    record(e, &op);
+    /* The outcome need not be waited for: nothing here depends on its
+     * verdict, and the next job can start while it commits. */
+    if (jp_app_apply_async(e->app, &op, 1, NULL) < 0)
+        record(e, &op);
 out:
     set_slot(e, idx, NULL, NULL);
     jp_outcome_done(&out);
@@ -243,6 +247,8 @@ void jp_embedded_stop(jp_embedded *e)
     }
     for (size_t i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
+    /* Outcomes still being committed borrow this engine's worker id. */
+    jp_group_sync(e->app->group);
     pthread_mutex_destroy(&e->mu);
     jp_engine_free(e->engine);
     free(e->slots);

@@ -66,13 +66,15 @@ static void commit_creates(jp_group *g, jp_batch_item **reqs, size_t nreq)
 
 static void commit_applies(jp_group *g, jp_batch_item **reqs, size_t nreq)
 {
+    size_t total = 0, at = 0;
+    for (size_t i = 0; i < nreq; i++)
+        total += reqs[i]->n;
+    if (total == 0)
+        return; /* only jp_group_sync markers */
     if (nreq == 1) {
         reqs[0]->rc = jp_store_apply(g->store, reqs[0]->data, reqs[0]->n, &reqs[0]->err);
         return;
     }
-    size_t total = 0, at = 0;
-    for (size_t i = 0; i < nreq; i++)
-        total += reqs[i]->n;
     jp_store_op *ops = jp_xmalloc(total * sizeof *ops);
     for (size_t i = 0; i < nreq; i++) {
         memcpy(ops + at, reqs[i]->data, reqs[i]->n * sizeof *ops);
@@ -140,6 +142,44 @@ int jp_group_apply(jp_group *g, jp_store_op *ops, size_t n, jp_err *err)
         return 0;
     jp_batch_item it = {.kind = REQ_APPLY, .data = ops, .n = n};
     return jp_batcher_submit(g->batcher, &it, err);
+}
+
+typedef struct async_req {
+    jp_batch_item item;  /* first, so the item is the request */
+    jp_group_done_fn done;
+    void *arg;
+    jp_store_op ops[];
+} async_req;
+
+static void async_done(jp_batch_item *it)
+{
+    async_req *r = (async_req *)it;
+    r->done(r->arg, r->ops, it->n, it->rc);
+    free(r);
+}
+
+int jp_group_apply_async(jp_group *g, const jp_store_op *ops, size_t n, jp_group_done_fn done,
+                         void *arg, jp_err *err)
+{
+    async_req *r = jp_xmalloc(sizeof *r + n * sizeof *ops);
+    memset(&r->item, 0, sizeof r->item);
+    memcpy(r->ops, ops, n * sizeof *ops);
+    r->item.kind = REQ_APPLY;
+    r->item.data = r->ops;
+    r->item.n = n;
+    r->item.on_done = async_done;
+    r->done = done;
+    r->arg = arg;
+    int rc = jp_batcher_post(g->batcher, &r->item, err);
+    if (rc < 0)
+        free(r);
+    return rc;
+}
+
+void jp_group_sync(jp_group *g)
+{
+    jp_batch_item it = {.kind = REQ_APPLY, .data = NULL, .n = 0};
+    jp_batcher_submit(g->batcher, &it, NULL);
 }
 
 int jp_group_create(jp_group *g, jp_job **jobs, size_t n, bool *existed, jp_err *err)

@@ -20,6 +20,21 @@ void jp_group_free(jp_group *g);
  * as jp_store_apply. */
 int jp_group_apply(jp_group *g, jp_store_op *ops, size_t n, jp_err *err);
 
+/* Called on the committer thread once an async apply is done: ops are the
+ * group's copies, with their results (rc < 0 for the whole batch when the
+ * transaction failed). The callback must not wait for the group. */
+typedef void (*jp_group_done_fn)(void *arg, jp_store_op *ops, size_t n, int rc);
+
+/* Applies ops[0..n) (copied) in the next transaction without waiting, then
+ * calls done(arg, …) on the committer thread. Returns JP_EUNAVAIL when the
+ * group is shutting down (done is not called). */
+int jp_group_apply_async(jp_group *g, const jp_store_op *ops, size_t n, jp_group_done_fn done,
+                         void *arg, jp_err *err);
+
+/* Waits until everything submitted before it (async applies included) is
+ * committed. */
+void jp_group_sync(jp_group *g);
+
 /* Inserts jobs in the next transaction and waits. Same contract as
  * jp_store_create: a conflict fails only this call's jobs. */
 int jp_group_create(jp_group *g, jp_job **jobs, size_t n, bool *existed, jp_err *err);

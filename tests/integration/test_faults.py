@@ -66,6 +66,7 @@ class Cluster(unittest.TestCase):
         self.addCleanup(self.redis.close)
         self.db_url = None
         self.srv = None
+        self.workers = []
 
     def server(self, *args, env=None, port=None):
         """A server on this test's database; port: reuse that port (a restart)."""
@@ -91,6 +92,7 @@ class Cluster(unittest.TestCase):
                            tmpdir=self.dir, wid=wid)
         w.start()
         self.addCleanup(self._stop_worker, w)
+        self.workers.append(w)
         return w
 
     def _stop_worker(self, w):
@@ -101,7 +103,11 @@ class Cluster(unittest.TestCase):
             w.stop()  # still fails on a sanitizer report
 
     def wait_done(self, job_id, status="completed", timeout=WAIT):
-        return self.srv.wait_status(job_id, status, timeout=timeout)
+        try:
+            return self.srv.wait_status(job_id, status, timeout=timeout)
+        except AssertionError as e:
+            logs = "".join("\nworker %s log:\n%s" % (w.id, w.log()[-3000:]) for w in self.workers)
+            raise AssertionError(str(e) + logs) from None
 
     def wait_empty(self, queue="default", timeout=WAIT):
         harness.wait_until(lambda: waiting(self.redis, queue) == 0, timeout=timeout,
@@ -443,7 +449,7 @@ class Guarantee1PostgresTest(Cluster):
 
     def create_retrying(self, srv, i, deadline):
         """Creates job i, retrying (with its idempotency key) while the database is away."""
-        req = {"strategy": "sleep", "payload": {"ms": 10}, "idempotency_key": "pg-%d" % i}
+        req = {"strategy": "sleep", "payload": {"ms": 300}, "idempotency_key": "pg-%d" % i}
         while True:
             try:
                 st, body, _ = srv.post("/api/v1/jobs", req, timeout=15)
