@@ -4,6 +4,7 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+BENCH_BUILD ?= build-bench
 LISTEN     ?= 127.0.0.1:8080
 DATABASE   ?= sqlite://./jobplane.db
 MESON_OPTS ?= -Dwerror=true
@@ -60,6 +61,15 @@ release: deps
 	./scripts/build-release.sh server $(RELEASE)/server
 	./scripts/build-release.sh worker $(RELEASE)/worker
 	./scripts/build-release.sh cli $(RELEASE)/cli
+
+# The benchmark (bench/run.py, about 10 minutes; BENCH_ARGS=--quick for a short
+# run). An optimised build of its own (build-bench/), so the others stay as they are.
+$(BENCH_BUILD)/build.ninja: | deps
+	meson setup $(BENCH_BUILD) $(MESON_OPTS) -Dbuildtype=release -Db_ndebug=true
+
+bench: deps $(BENCH_BUILD)/build.ninja
+	ninja -C $(BENCH_BUILD) jobplane-server jobplane-worker jobplane bench/loadgen
+	/usr/bin/python3 bench/run.py --build $(BENCH_BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

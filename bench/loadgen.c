@@ -133,13 +133,34 @@ static double pct_ms(const samples *s, double q)
 static void print_latency(const char *name, samples *s)
 {
     double sum = 0;
-    qsort(s->v, s->n, sizeof *s->v, cmp_i64);
+    if (s->n)
+        qsort(s->v, s->n, sizeof *s->v, cmp_i64);
     for (size_t i = 0; i < s->n; i++)
         sum += (double)s->v[i];
     printf("\"%s\":{\"count\":%zu,\"mean_ms\":%.4f,\"p50_ms\":%.4f,\"p90_ms\":%.4f,"
            "\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}",
            name, s->n, s->n ? sum / (double)s->n / 1e6 : 0.0, pct_ms(s, 0.50), pct_ms(s, 0.90),
            pct_ms(s, 0.99), pct_ms(s, 0.999), pct_ms(s, 1.0));
+}
+
+/* Copies up to `len` bytes of `src` into `dst` as the inside of a JSON
+ * string: quotes and backslashes escaped, control bytes and bytes past
+ * ASCII made spaces, trailing blanks dropped. */
+static void json_escape(char *dst, size_t cap, const char *src, size_t len)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < len && w + 3 < cap; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        if (ch == '"' || ch == '\\') {
+            dst[w++] = '\\';
+            dst[w++] = (char)ch;
+        } else {
+            dst[w++] = ch < 0x20 || ch >= 0x7f ? ' ' : (char)ch;
+        }
+    }
+    while (w > 0 && dst[w - 1] == ' ')
+        w--;
+    dst[w] = '\0';
 }
 
 /* Accepts http://127.0.0.1:PORT[/prefix] (or localhost): the benchmark only
@@ -461,13 +482,9 @@ static void runner_answered(runner *rn, conn *c, int64_t now)
     } else {
         rn->errors++;
         if (!rn->first_error[0]) {
-            size_t blen = c->r.body_len < 200 ? c->r.body_len : 200;
             rn->first_error_status = st;
-            snprintf(rn->first_error, sizeof rn->first_error, "%.*s", (int)blen,
-                     c->in + c->r.head_len);
-            for (char *p = rn->first_error; *p; p++)
-                if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-                    *p = '\'';
+            json_escape(rn->first_error, sizeof rn->first_error, c->in + c->r.head_len,
+                        c->r.body_len < 200 ? c->r.body_len : 200);
         }
     }
     size_t used = c->r.head_len + c->r.body_len;

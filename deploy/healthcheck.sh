@@ -15,7 +15,10 @@ case $host in
 ::) host=::1 ;;
 esac
 
-exec 3<>"/dev/tcp/$host/$port" || exit 1
+if ! { exec 3<>"/dev/tcp/$host/$port"; } 2>/dev/null; then
+    echo "unhealthy: nothing answers on $host:$port" >&2
+    exit 1
+fi
 printf 'GET /health HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$host" >&3
 IFS= read -r -t 5 status <&3 || exit 1
 case $status in

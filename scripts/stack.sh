@@ -218,7 +218,7 @@ pg_bindir() {
 # A previous run killed without its teardown leaves processes behind: stop the
 # ones its pid files name, if they are still what we started.
 stop_stale() {
-    local f pid name
+    local f pid name i
     [ -d "$STATE" ] || return 0
     if [ -f "$STATE/stack.pid" ]; then
         pid=$(cat "$STATE/stack.pid")
@@ -227,32 +227,36 @@ stop_stale() {
             die "a stack is already running from $STATE (pid $pid): stop it first (Ctrl-C)"
         fi
     fi
-    for f in "$STATE"/*.pid; do
-        [ -e "$f" ] || continue
-        name=$(basename "$f" .pid)
-        pid=$(cat "$f")
-        if running "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
-            grep -qE 'jobplane|redis-server'; then
-            say "stopping $name (pid $pid) left by a previous run"
-            kill -TERM "$pid" 2>/dev/null || true
-            for ((i = 0; i < 200; i++)); do
-                running "$pid" || break
-                sleep 0.1
-            done
-            if running "$pid"; then
-                kill -KILL "$pid" 2>/dev/null || true
+    for name in 'worker-*' server postgres redis; do
+        if [ "$name" = postgres ]; then
+            [ -f "$STATE/pgdata" ] || continue
+            local data
+            data=$(cat "$STATE/pgdata")
+            if [ -f "$data/postmaster.pid" ]; then
+                say "stopping PostgreSQL left by a previous run"
+                pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w >/dev/null 2>&1 || true
             fi
+            case $data in /tmp/jobplane-stack-pg.*) rm -rf "$(dirname "$data")" ;; esac
+            continue
         fi
+        for f in "$STATE"/$name.pid; do
+            [ -e "$f" ] || continue
+            name=$(basename "$f" .pid)
+            pid=$(cat "$f")
+            if running "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+                grep -qE 'jobplane|redis-server'; then
+                say "stopping $name (pid $pid) left by a previous run"
+                kill -TERM "$pid" 2>/dev/null || true
+                for ((i = 0; i < 300; i++)); do
+                    running "$pid" || break
+                    sleep 0.1
+                done
+                if running "$pid"; then
+                    kill -KILL "$pid" 2>/dev/null || true
+                fi
+            fi
+        done
     done
-    if [ -f "$STATE/pgdata" ]; then
-        local data
-        data=$(cat "$STATE/pgdata")
-        if [ -f "$data/postmaster.pid" ] && [ -n "$PG_BIN" ]; then
-            say "stopping PostgreSQL left by a previous run"
-            pg "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w >/dev/null 2>&1 || true
-        fi
-        case $data in /tmp/jobplane-stack-pg.*) rm -rf "$(dirname "$data")" ;; esac
-    fi
 }
 
 token() {
@@ -284,6 +288,11 @@ done
 trap on_exit EXIT
 trap on_signal INT TERM
 
+# Wipe only what looks like a stack's state, never a directory given by mistake.
+if [ -d "$STATE" ] && [ -n "$(ls -A "$STATE")" ] && [ ! -e "$STATE/stack.pid" ]; then
+    die "$STATE is not empty and holds no stack: refusing to wipe it (set STACK_STATE)"
+fi
+mkdir -p "$(dirname "$STATE")"
 # Tokens and passwords are in the state directory and its logs: only its owner
 # reads them (postgres may pass through to its own directory).
 umask 077
@@ -345,12 +354,12 @@ unix_socket_directories = ''
 max_connections = 100
 logging_collector = off
 EOF
-touch "$STATE/postgres.log"
-[ "$(id -u)" -ne 0 ] || chown postgres: "$STATE/postgres.log"
 PG_STARTED=1
+# Without -l the server logs to pg_ctl's output, a file opened here: postgres
+# writes it whether or not it may reach the state directory.
 # shellcheck disable=SC2016 # expanded by the inner shell
 setsid bash -c 'if [ "$(id -u)" -eq 0 ]; then exec runuser -u postgres -- "$@"; else exec "$@"; fi' \
-    pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$STATE/postgres.log" -w -t 60 >/dev/null ||
+    pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -w -t 60 >>"$STATE/postgres.log" 2>&1 ||
     die "PostgreSQL did not start (log: $STATE/postgres.log)"
 psql_admin() {
     PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \

@@ -17,12 +17,19 @@
 #include <unistd.h>
 
 static const char synopsis[] =
+#ifdef JP_WITH_ENGINE
     "jobplane-server [options]\n"
     "\n"
     "The jobplane control plane. With no options it is a complete job system:\n"
     "HTTP API on 127.0.0.1:8080, SQLite at ./jobplane.db, and the execution\n"
     "engine on threads in this process (embedded mode). With --redis, jobs go\n"
     "through Redis Streams to jobplane-worker processes (distributed mode).\n"
+#else
+    "jobplane-server --redis redis://host:port/db [options]\n"
+    "\n"
+    "The jobplane control plane, built without the execution engine: jobs go\n"
+    "through Redis Streams to jobplane-worker processes (distributed mode).\n"
+#endif
     "Every option can also be set by the environment variable shown.\n";
 
 /* The URL without its password, for logs. */
@@ -62,12 +69,19 @@ int main(int argc, char **argv)
          "distributed mode: queue jobs on Redis Streams (redis://host:port/db) for workers"},
         {"tokens", "JOBPLANE_TOKENS_FILE", JP_OPT_STR, &c->tokens, NULL, 0, 0, "FILE",
          "bearer tokens, one \"<role> <token>\" per line (roles: client, worker, admin)"},
+#ifdef JP_WITH_ENGINE
+        /* Only a build with the engine runs jobs in-process. */
         {"workers", "JOBPLANE_WORKERS", JP_OPT_INT, &c->workers, "8", 0, 1024, "N",
-         "engine threads running jobs in this process (0: run none here)"},
+         "embedded mode: engine threads running jobs in this process (0: none)"},
         {"strategies", "JOBPLANE_STRATEGIES", JP_OPT_STR, &c->strategies, "noop,sleep,http", 0, 0,
-         "LIST", "strategies the engine runs; add exec to enable running programs"},
+         "LIST", "embedded mode: strategies run; add exec to enable running programs"},
         {"exec-allow", "JOBPLANE_EXEC_ALLOW", JP_OPT_STR, &c->exec_allow, NULL, 0, 0, "LIST",
-         "programs exec may run (absolute paths, comma-separated); unset: any"},
+         "embedded mode: programs exec may run (absolute paths); unset: any"},
+        {"max-output-bytes", "JOBPLANE_MAX_OUTPUT_BYTES", JP_OPT_INT, &c->max_output_bytes,
+         "1048576", 0, 64LL << 20, "N", "embedded mode: output kept per exec stream / http body"},
+        {"drain-timeout", "JOBPLANE_DRAIN_TIMEOUT", JP_OPT_INT, &c->drain_timeout_s, "30", 0,
+         86400, "SECONDS", "embedded mode: on SIGTERM, wait this long for running jobs"},
+#endif
         {"max-body-bytes", "JOBPLANE_MAX_BODY_BYTES", JP_OPT_INT, &c->max_body_bytes, "1048576",
          1024, 1LL << 30, "N", "largest request body accepted (larger: 413)"},
         {"max-connections", "JOBPLANE_MAX_CONNECTIONS", JP_OPT_INT, &c->max_connections, "1024",
@@ -78,10 +92,6 @@ int main(int argc, char **argv)
          "1000", 1, 86400000, "MS", "delay before the first retry; doubles each attempt, 50-100% jitter"},
         {"retry-backoff-max-ms", "JOBPLANE_RETRY_BACKOFF_MAX_MS", JP_OPT_INT,
          &c->retry_backoff_max_ms, "3600000", 1, 7LL * 86400000, "MS", "longest retry delay"},
-        {"max-output-bytes", "JOBPLANE_MAX_OUTPUT_BYTES", JP_OPT_INT, &c->max_output_bytes,
-         "1048576", 0, 64LL << 20, "N", "output kept per exec stream / http body"},
-        {"drain-timeout", "JOBPLANE_DRAIN_TIMEOUT", JP_OPT_INT, &c->drain_timeout_s, "30", 0,
-         86400, "SECONDS", "on SIGTERM, wait this long for running jobs before requeueing them"},
         {"reconcile-interval", "JOBPLANE_RECONCILE_INTERVAL", JP_OPT_INT,
          &c->reconcile_interval_s, "5", 1, 3600, "SECONDS",
          "distributed mode: how often to put back what Redis lost"},

@@ -1,0 +1,1007 @@
+#!/usr/bin/python3
+"""The jobplane benchmark: starts each set-up (embedded SQLite; PostgreSQL +
+Redis with one worker process; the same with two), drives it with
+bench/loadgen, and prints one table (median [min-max] of the runs) plus the
+machine, the durability settings and the command line. The figures also go
+to bench/results/latest.json. Standard library only.
+
+Phases of one run of one set-up, each on a fresh database:
+  0  idle RSS: the set-up started with an empty queue, VmRSS read once settled
+  A  enqueue: jobs/s through POST /api/v1/jobs from N keep-alive connections,
+     nothing executing (embedded: --workers 0; distributed: no worker)
+  B  batch enqueue of the drain's jobs through POST /api/v1/jobs/batch, still
+     nothing executing; then execution starts (embedded: the server restarts
+     with its engine threads; distributed: the workers start) and the drain
+     is timed until the database counts every job completed
+  C  end to end: sequential jobs, submit -> completed seen through the API
+  D  the same while a steady load of 50% of the set-up's peak runs, the peak
+     being the lower of its single-job enqueue rate and its drain rate
+     (what it can take in and also get done)
+Peak RSS is VmHWM of every server and worker process, read before each stops."""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+SETUPS = ("embedded", "pg1", "pg2")
+SETUP_TITLES = {
+    "embedded": "embedded (SQLite)",
+    "pg1": "PG+Redis, 1 worker",
+    "pg2": "PG+Redis, 2 workers",
+}
+MIB = 1024 * 1024
+
+# Targets of the performance issue, for a 2-core machine: (metric, setups, op, value).
+TARGETS = [
+    ("drain_per_s", ("pg1",), ">=", 20000),
+    ("drain_per_s", ("pg2",), ">=", 25000),
+    ("drain_per_s", ("embedded",), ">=", 40000),
+    ("batch_per_s", SETUPS, ">=", 100000),
+    ("enqueue_per_s", SETUPS, ">=", 10000),
+    ("e2e_p50_ms", ("embedded",), "<=", 0.5),
+    ("e2e_p50_ms", ("pg1", "pg2"), "<=", 2.0),
+    ("e2e_p99_ms", SETUPS, "<=", 5.0),
+    ("rss_idle_server_mib", SETUPS, "<=", 16),
+    ("rss_idle_worker_mib", ("pg1", "pg2"), "<=", 8),
+]
+
+# Rows of the table: (metric, label, decimals).
+ROWS = [
+    ("enqueue_per_s", "enqueue, 1 job/request (jobs/s)", 0),
+    ("batch_per_s", "enqueue, batches of 100 (jobs/s)", 0),
+    ("drain_per_s", "drain (jobs/s)", 0),
+    ("e2e_p50_ms", "end to end p50 (ms)", 3),
+    ("e2e_p99_ms", "end to end p99 (ms)", 3),
+    ("e2e_max_ms", "end to end max (ms)", 2),
+    ("load_rate_per_s", "under load: offered (jobs/s)", 0),
+    ("load_p50_ms", "under load: p50 (ms)", 3),
+    ("load_p99_ms", "under load: p99 (ms)", 3),
+    ("load_max_ms", "under load: max (ms)", 2),
+    ("rss_idle_server_mib", "RSS idle, server (MiB)", 1),
+    ("rss_idle_worker_mib", "RSS idle, worker (MiB)", 1),
+    ("rss_peak_server_mib", "RSS peak, server (MiB)", 1),
+    ("rss_peak_worker_mib", "RSS peak, worker (MiB, max)", 1),
+    ("errors", "errors (requests, jobs)", 0),
+]
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def proc_status(pid, field):
+    """A /proc/PID/status field in bytes (VmRSS, VmHWM), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def read_first(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def run_text(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def fsync_probe(directory, n=50):
+    """Mean and max milliseconds of a 4 KiB write + fdatasync here: what a
+    durable commit costs on this disk."""
+    path = os.path.join(directory, "fsync-probe")
+    times = []
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        block = b"x" * 4096
+        for i in range(n):
+            os.pwrite(fd, block, (i % 16) * 4096)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"mean_ms": round(statistics.mean(times), 3), "max_ms": round(max(times), 3)}
+
+
+def machine_info(workdir):
+    cpuinfo = read_first("/proc/cpuinfo")
+    m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+)", read_first("/proc/meminfo"), re.M)
+    osr = re.search(r'^PRETTY_NAME="?([^"\n]+)', read_first("/etc/os-release"), re.M)
+    fs = run_text(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", workdir])
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": m.group(1).strip() if m else "unknown",
+        "memory_gib": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "kernel": platform.release(),
+        "os": osr.group(1) if osr else "unknown",
+        "loadavg_before": read_first("/proc/loadavg").split()[:3],
+        "data_dir": workdir,
+        "data_fs": fs,
+        "fsync_4k": fsync_probe(workdir),
+        "cc": run_text(["cc", "--version"]).splitlines()[0:1],
+        "redis": run_text(["redis-server", "--version"]),
+    }
+
+
+def git_describe():
+    head = run_text(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"])
+    dirty = run_text(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def sqlite_synchronous():
+    """The synchronous level the SQLite store sets (read from its source)."""
+    src = read_first(os.path.join(ROOT, "src", "store", "sqlite.c"))
+    m = re.search(r"PRAGMA synchronous\s*=\s*(\w+)", src, re.I)
+    j = re.search(r"PRAGMA journal_mode\s*=\s*(\w+)", src, re.I)
+    return (j.group(1).upper() if j else "unknown"), (m.group(1).upper() if m else "unknown")
+
+
+CPU_GROUPS = ("server", "worker", "postgres", "redis", "loadgen", "bench", "other")
+
+
+class CpuSampler:
+    """Where the CPU goes, phase by phase: every few hundred ms it reads
+    /proc and charges each process's new CPU time to a group -- this
+    benchmark's server, workers, PostgreSQL, Redis, load generator, itself,
+    or "other", processes that are not this benchmark's (other users of the
+    machine, whose share says how noisy the figures are)."""
+
+    def __init__(self, interval=0.25):
+        self.interval = interval
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.me = os.getpid()
+        self.lock = threading.Lock()
+        self.phase = None
+        self.phase_t = None
+        self.acc = {}    # phase -> {"wall": s, group: cpu seconds}
+        self.prev = {}   # pid -> cpu ticks
+        self.stop_ev = threading.Event()
+        self._snapshot(charge=False)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        procs = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    st = f.read().decode("ascii", "replace")
+            except OSError:
+                continue
+            lp, rp = st.find("("), st.rfind(")")
+            fields = st[rp + 2:].split()
+            if len(fields) < 13:
+                continue
+            procs[int(name)] = (int(fields[1]), st[lp + 1:rp], int(fields[11]) + int(fields[12]))
+        return procs
+
+    def _group(self, pid, procs, mine):
+        if pid not in mine:
+            return "other"
+        comm = procs[pid][1]
+        if comm.startswith("jobplane-serv"):
+            return "server"
+        if comm.startswith("jobplane-work"):
+            return "worker"
+        if comm.startswith("postgres"):
+            return "postgres"
+        if comm.startswith("redis"):
+            return "redis"
+        if comm == "loadgen":
+            return "loadgen"
+        return "bench"
+
+    def _snapshot(self, charge=True):
+        procs = self._read()
+        children = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        mine, todo = set(), [self.me]
+        while todo:
+            p = todo.pop()
+            if p in mine:
+                continue
+            mine.add(p)
+            todo.extend(children.get(p, ()))
+        deltas = dict.fromkeys(CPU_GROUPS, 0)
+        for pid, (_, _, ticks) in procs.items():
+            d = ticks - self.prev.get(pid, 0 if charge else ticks)
+            if d > 0:
+                deltas[self._group(pid, procs, mine)] += d
+        self.prev = {pid: v[2] for pid, v in procs.items()}
+        if charge:
+            with self.lock:
+                if self.phase is not None:
+                    a = self.acc.setdefault(self.phase, dict.fromkeys(CPU_GROUPS + ("wall",), 0.0))
+                    for g, d in deltas.items():
+                        a[g] += d / self.hz
+
+    def _loop(self):
+        while not self.stop_ev.wait(self.interval):
+            try:
+                self._snapshot()
+            except Exception:  # a vanished process mid-read: skip this round
+                pass
+
+    def begin(self, phase):
+        """Charges from now on to `phase` (None: to nothing)."""
+        try:
+            self._snapshot()
+        except Exception:
+            pass
+        now = time.monotonic()
+        with self.lock:
+            if self.phase is not None:
+                a = self.acc.setdefault(self.phase, dict.fromkeys(CPU_GROUPS + ("wall",), 0.0))
+                a["wall"] += now - self.phase_t
+            self.phase, self.phase_t = phase, now
+
+    def take(self, prefix):
+        """The accumulated phases whose names start with prefix, as
+        {phase: {"wall": s, group: % of one core}}, removed from the tally."""
+        out = {}
+        with self.lock:
+            for k in [k for k in self.acc if k.startswith(prefix)]:
+                a = self.acc.pop(k)
+                w = a["wall"] or 1e-9
+                out[k[len(prefix):]] = dict({"wall": round(a["wall"], 2)},
+                                            **{g: round(100 * a[g] / w, 1) for g in CPU_GROUPS})
+        return out
+
+    def close(self):
+        self.stop_ev.set()
+        self.thread.join()
+
+
+class Api:
+    """A kept-alive connection for the benchmark's own small queries."""
+
+    def __init__(self, url):
+        m = re.match(r"http://127\.0\.0\.1:(\d+)$", url)
+        self.port = int(m.group(1))
+        self.conn = None
+
+    def get(self, path):
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self.conn.request("GET", path)
+                r = self.conn.getresponse()
+                body = r.read()
+                return r.status, json.loads(body) if body else None
+            except (OSError, http.client.HTTPException, ValueError):
+                self.close()
+                if attempt:
+                    raise
+        return None, None
+
+    def stats(self):
+        st, body = self.get("/api/v1/queue/stats")
+        if st != 200:
+            raise RuntimeError("queue/stats answered %s: %r" % (st, body))
+        return body["counts"]
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.loadgen = os.path.join(self.build, "bench", "loadgen")
+        for b in ("jobplane-server", "jobplane-worker"):
+            if not os.path.exists(os.path.join(self.build, b)):
+                sys.exit("bench: %s not found in %s (build it first: make bench)" % (b, self.build))
+        if not os.path.exists(self.loadgen):
+            sys.exit("bench: %s not found (build it first: make bench)" % self.loadgen)
+        os.environ["JOBPLANE_SERVER_BIN"] = os.path.join(self.build, "jobplane-server")
+        os.environ["JOBPLANE_WORKER_BIN"] = os.path.join(self.build, "jobplane-worker")
+        os.environ["JOBPLANE_CLI_BIN"] = os.path.join(self.build, "jobplane")
+        global harness, services
+        import harness  # noqa: E402  (reads the *_BIN variables at import)
+        import services  # noqa: E402
+        self.workdir = tempfile.mkdtemp(prefix="jp-bench-")
+        self.redis = None
+        self.pg = None
+        self.dbseq = 0
+        self.findings = []
+        self.cpu = CpuSampler()
+        self.prefix = ""
+
+    def mark(self, phase):
+        """CPU from now on is charged to `phase` of the current run (None: to nothing)."""
+        self.cpu.begin(None if phase is None else self.prefix + phase)
+
+    # --- services ---
+
+    def distributed(self, setup):
+        return setup != "embedded"
+
+    def ensure_services(self):
+        if self.redis is None:
+            self.redis = services.Redis(appendonly=True)
+            self.redis.dir = self._move(self.redis.dir, "redis")
+            self.redis.start()
+        if self.pg is None:
+            self.pg = services.Postgres()
+            self.pg.start()
+
+    def _move(self, d, name):
+        # Keep the services' data beside the rest of this run's files.
+        nd = os.path.join(self.workdir, name)
+        shutil.move(d, nd)
+        return nd
+
+    def close_services(self):
+        if self.redis is not None:
+            self.redis.close()
+            self.redis = None
+        if self.pg is not None:
+            self.pg.close()
+            self.pg = None
+
+    def durability(self):
+        jm, sync = sqlite_synchronous()
+        out = {"sqlite": {"journal_mode": jm, "synchronous": sync}}
+        if self.pg is not None:
+            out["postgres"] = {k: self.pg.psql("SHOW %s" % k, db="postgres")
+                               for k in ("server_version", "synchronous_commit", "fsync",
+                                         "wal_sync_method", "full_page_writes")}
+        if self.redis is not None:
+            cfg = {}
+            for k in ("appendonly", "appendfsync", "maxmemory-policy", "save"):
+                v = self.redis.cli("CONFIG", "GET", k).splitlines()
+                cfg[k] = v[1] if len(v) > 1 else ""
+            out["redis"] = cfg
+        return out
+
+    def fresh_database(self, setup, phase_dir):
+        """A database URL no run has used."""
+        if not self.distributed(setup):
+            return None  # the harness puts SQLite in the phase directory
+        self.dbseq += 1
+        name = "bench_%d" % self.dbseq
+        self.pg.psql("CREATE DATABASE %s OWNER jobplane" % name, db="postgres")
+        self.redis.cli("FLUSHALL")
+        return "postgres://jobplane:jobplane@127.0.0.1:%d/%s" % (self.pg.port, name)
+
+    def drop_database(self, url):
+        if url:
+            name = url.rsplit("/", 1)[1]
+            self.pg.psql("DROP DATABASE IF EXISTS %s" % name, db="postgres")
+
+    # --- processes ---
+
+    def server(self, setup, phase_dir, database, execute):
+        args = []
+        redis = None
+        workers = None
+        if self.distributed(setup):
+            redis = self.redis.url
+        else:
+            workers = self.args.engine_threads if execute else 0
+        s = harness.Server(args=args, workers=workers, tmpdir=phase_dir, database=database,
+                           redis=redis)
+        return s
+
+    def worker_procs(self, setup, server, phase_dir):
+        n = {"pg1": 1, "pg2": 2}.get(setup, 0)
+        out = []
+        for i in range(n):
+            w = harness.Worker(self.redis.url, control_plane=server.url, tmpdir=phase_dir,
+                               wid="bench-w%d" % (i + 1),
+                               args=["--concurrency", str(self.args.worker_concurrency),
+                                     "--report", "api"])
+            out.append(w)
+        return out
+
+    def stop_server(self, s, peaks):
+        if s is None or s.proc is None:
+            return
+        hwm = proc_status(s.proc.pid, "VmHWM")
+        if hwm:
+            peaks["server"] = max(peaks.get("server", 0), hwm)
+        rc = s.stop(timeout=60)
+        if rc not in (0, None):
+            self.finding("server exited with status %s (log %s)" % (rc, s.log_path))
+
+    def stop_workers(self, ws, peaks):
+        for w in ws:
+            if w.proc is None:
+                continue
+            hwm = proc_status(w.proc.pid, "VmHWM")
+            if hwm:
+                peaks[w.id] = max(peaks.get(w.id, 0), hwm)
+            if not w.alive():
+                self.finding("worker %s had exited with status %s before the end (log %s)"
+                             % (w.id, w.proc.returncode, w.log_path))
+            rc = w.stop(timeout=60)
+            if rc not in (0, None):
+                self.finding("worker %s exited with status %s (log %s)" % (w.id, rc, w.log_path))
+
+    def finding(self, text):
+        log("NOTE: " + text)
+        self.findings.append(text)
+
+    def wait_workers_registered(self, api, ws, timeout=15):
+        want = {w.id for w in ws}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st, body = api.get("/api/v1/workers")
+            if st == 200:
+                have = {x.get("id") for x in body.get("workers", [])}
+                if want <= have:
+                    return True
+            for w in ws:
+                if not w.alive():
+                    raise RuntimeError("worker %s exited at start:\n%s" % (w.id, w.log()))
+            time.sleep(0.05)
+        self.finding("workers %s not listed by /api/v1/workers within %ds" % (sorted(want), timeout))
+        return False
+
+    def loadgen_run(self, mode, url, extra, timeout):
+        cmd = [self.loadgen, mode, "--url", url] + [str(a) for a in extra]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError("loadgen failed (%s): %s" % (p.returncode, p.stderr))
+        return json.loads(p.stdout)
+
+    # --- phases ---
+
+    def phase_idle(self, setup, rdir, peaks):
+        d = os.path.join(rdir, "0-idle")
+        os.makedirs(d)
+        db = self.fresh_database(setup, d)
+        s = self.server(setup, d, db, execute=True).start()
+        ws = self.worker_procs(setup, s, d)
+        for w in ws:
+            w.start()
+        api = Api(s.url)
+        try:
+            if ws:
+                self.wait_workers_registered(api, ws)
+            self.mark("idle")
+            time.sleep(self.args.settle)
+            self.mark(None)
+            out = {"server": proc_status(s.proc.pid, "VmRSS"),
+                   "workers": [proc_status(w.proc.pid, "VmRSS") for w in ws]}
+        finally:
+            api.close()
+            self.stop_workers(ws, peaks)
+            self.stop_server(s, peaks)
+            self.drop_database(db)
+        return out
+
+    def phase_enqueue(self, setup, rdir, peaks):
+        d = os.path.join(rdir, "A-enqueue")
+        os.makedirs(d)
+        db = self.fresh_database(setup, d)
+        s = self.server(setup, d, db, execute=False).start()
+        try:
+            self.mark("enqueue")
+            r = self.loadgen_run("enqueue", s.url,
+                                 ["--connections", self.args.connections,
+                                  "--duration", self.args.enqueue_seconds],
+                                 timeout=self.args.enqueue_seconds + 60)
+        finally:
+            self.mark(None)
+            self.stop_server(s, peaks)
+            self.drop_database(db)
+            self.remove_db_files(d)
+        return r
+
+    def remove_db_files(self, d):
+        for f in os.listdir(d):
+            if f.startswith("jobplane.db"):
+                os.unlink(os.path.join(d, f))
+
+    def wait_counts(self, api, pred, timeout, interval=0.05):
+        deadline = time.monotonic() + timeout
+        while True:
+            c = api.stats()
+            if pred(c) or time.monotonic() > deadline:
+                return c
+            time.sleep(interval)
+
+    def phase_drain_and_latency(self, setup, rdir, peaks, enqueue_rate):
+        """Phases B, C and D, which share one database and one running set-up."""
+        d = os.path.join(rdir, "BCD-drain-latency")
+        os.makedirs(d)
+        n = self.args.drain_jobs
+        db = self.fresh_database(setup, d)
+        s = self.server(setup, d, db, execute=False).start()
+        ws = []
+        api = Api(s.url)
+        out = {}
+        try:
+            # B1: the jobs go in through the batch API, nothing running them.
+            self.mark("batch")
+            out["batch"] = self.loadgen_run(
+                "batch", s.url, ["--connections", self.args.connections, "--batch", 100,
+                                 "--total", n, "--duration", 120], timeout=180)
+            self.mark(None)
+            c = self.wait_counts(api, lambda c: c["queued"] >= n, 30)
+            if c["queued"] != n:
+                self.finding("%s: after a batch enqueue of %d jobs the database counts %r"
+                             % (setup, n, c))
+            # B2: execution starts; the clock runs until the database says done.
+            if self.distributed(setup):
+                self.mark("drain")
+                t0 = time.monotonic()
+                ws = self.worker_procs(setup, s, d)
+                for w in ws:
+                    w.start()
+            else:
+                # The same database, served again with engine threads: the
+                # clock includes the restart and the recovery of the queue.
+                api.close()
+                self.stop_server(s, peaks)
+                s = self.server(setup, d, db, execute=True)
+                self.mark("drain")
+                t0 = time.monotonic()
+                s.start()
+                api = Api(s.url)
+            t_ready = time.monotonic()
+            polls = 0
+            c = api.stats()
+            while c["completed"] + c["failed"] < n and time.monotonic() - t0 < self.args.drain_cap:
+                time.sleep(0.05)
+                c = api.stats()
+                polls += 1
+            t1 = time.monotonic()
+            self.mark(None)
+            done = c["completed"]
+            capped = c["completed"] + c["failed"] < n
+            out["drain"] = {"jobs": n, "completed": done, "failed": c["failed"],
+                            "seconds": round(t1 - t0, 4),
+                            "startup_seconds": round(t_ready - t0, 4),
+                            "per_second": round(done / (t1 - t0), 1), "capped": capped,
+                            "counts_at_end": c, "stat_polls": polls}
+            if capped:
+                self.finding("%s: drain capped at %ds with %d of %d completed (partial rate %.0f/s)"
+                             % (setup, self.args.drain_cap, done, n, done / (t1 - t0)))
+                c = self.wait_counts(api, lambda c: c["completed"] + c["failed"] >= n, 120, 0.5)
+                if c["completed"] + c["failed"] < n:
+                    out["skipped"] = "backlog still there after the drain cap + 120 s"
+                    return out
+            if c["failed"]:
+                self.finding("%s: %d noop jobs failed during the drain" % (setup, c["failed"]))
+            # C: one job at a time on an otherwise idle set-up.
+            self.mark("latency")
+            out["latency"] = self.loadgen_run(
+                "latency", s.url, ["--count", self.args.latency_jobs,
+                                   "--max-seconds", self.args.latency_cap],
+                timeout=self.args.latency_cap + 60)
+            self.mark(None)
+            # D: the same beside a steady load of half the set-up's peak.
+            peak = min(enqueue_rate, out["drain"]["per_second"])
+            rate = max(1.0, round(peak * 0.5))
+            out["load_rate"] = rate
+            before = api.stats()
+            load = subprocess.Popen(
+                [self.loadgen, "enqueue", "--url", s.url, "--connections",
+                 str(self.args.connections), "--rate", str(rate), "--duration",
+                 str(self.args.latency_cap + 30)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                time.sleep(self.args.load_warmup)
+                self.mark("load")
+                out["load_latency"] = self.loadgen_run(
+                    "latency", s.url, ["--count", self.args.latency_jobs,
+                                       "--max-seconds", self.args.latency_cap],
+                    timeout=self.args.latency_cap + 60)
+                backlog = api.stats()
+            finally:
+                self.mark(None)
+                load.send_signal(signal.SIGINT)
+                lout, lerr = load.communicate(timeout=60)
+            out["load"] = json.loads(lout) if lout.strip() else {"error": lerr}
+            out["load_backlog"] = {"queued": backlog["queued"], "running": backlog["running"]}
+            out["load_done"] = backlog["completed"] - before["completed"]
+            # The load is stopped; what is left must still finish.
+            c = self.wait_counts(api, lambda c: c["queued"] + c["running"] + c["pending"] == 0,
+                                 60, 0.1)
+            out["final_counts"] = c
+        finally:
+            api.close()
+            self.stop_workers(ws, peaks)
+            self.stop_server(s, peaks)
+            self.drop_database(db)
+            self.remove_db_files(d)
+        return out
+
+    def one_run(self, setup, rep):
+        rdir = os.path.join(self.workdir, setup, "run%d" % rep)
+        os.makedirs(rdir)
+        peaks = {}
+        self.prefix = "%s/%d/" % (setup, rep)
+        self.cpu.take(self.prefix)
+        r = {"idle_rss": self.phase_idle(setup, rdir, peaks)}
+        log("%s run %d: idle RSS server %.1f MiB, workers %s" % (
+            setup, rep, r["idle_rss"]["server"] / MIB,
+            ["%.1f MiB" % (x / MIB) for x in r["idle_rss"]["workers"] if x]))
+        r["enqueue"] = self.phase_enqueue(setup, rdir, peaks)
+        log("%s run %d: enqueue %.0f jobs/s (%d errors)" % (
+            setup, rep, r["enqueue"]["per_second"], r["enqueue"]["errors"]))
+        r.update(self.phase_drain_and_latency(setup, rdir, peaks, r["enqueue"]["per_second"]))
+        r["peak_rss"] = peaks
+        r["cpu_percent"] = self.cpu.take(self.prefix)
+        other = [v["other"] for v in r["cpu_percent"].values()]
+        if other and max(other) > 20:
+            self.finding("%s run %d: processes outside this benchmark used up to %.0f%% of a "
+                         "core during its phases (figures disturbed)" % (setup, rep, max(other)))
+        msg = "%s run %d: batch %.0f jobs/s, drain %.0f jobs/s" % (
+            setup, rep, r["batch"]["per_second"], r["drain"]["per_second"])
+        if "latency" in r:
+            msg += ", e2e p50 %.3f p99 %.3f ms" % (r["latency"]["p50_ms"], r["latency"]["p99_ms"])
+        if "load_latency" in r:
+            msg += ", under %.0f/s p99 %.3f ms" % (r["load_rate"], r["load_latency"]["p99_ms"])
+        log(msg)
+        self.check_run(setup, rep, r)
+        return r
+
+    def check_run(self, setup, rep, r):
+        """Records what looks wrong in the product, with the evidence."""
+        for key in ("enqueue", "batch", "load"):
+            x = r.get(key) or {}
+            if x.get("errors") or x.get("conn_errors"):
+                self.finding("%s run %d, %s: %s errors, %s broken connections; first: %s" % (
+                    setup, rep, key, x.get("errors"), x.get("conn_errors"), x.get("first_error")))
+        for key in ("latency", "load_latency"):
+            x = r.get(key) or {}
+            if x.get("errors"):
+                self.finding("%s run %d, %s: %s errors; first: %s" % (
+                    setup, rep, key, x["errors"], x.get("first_error")))
+            if x and x.get("count", 0) < x.get("asked", 0):
+                self.finding("%s run %d, %s: only %d of %d jobs measured in %ss" % (
+                    setup, rep, key, x["count"], x["asked"], self.args.latency_cap))
+            if x and x.get("max_ms", 0) > 100:
+                self.finding("%s run %d, %s: an outlier of %.1f ms (p99 %.2f ms)" % (
+                    setup, rep, key, x["max_ms"], x["p99_ms"]))
+        load = r.get("load") or {}
+        if load.get("max_behind", 0) > self.args.connections * 4:
+            self.finding("%s run %d: the steady load fell behind by up to %d requests "
+                         "(all %d connections busy)" % (setup, rep, load["max_behind"],
+                                                        self.args.connections))
+        backlog = r.get("load_backlog") or {}
+        if backlog.get("queued", 0) > max(1000, r.get("load_rate", 0)):
+            self.finding("%s run %d: %d jobs queued at the end of the load: the set-up did "
+                         "not keep up with %.0f jobs/s" % (setup, rep, backlog["queued"],
+                                                           r.get("load_rate", 0)))
+
+    # --- summary ---
+
+    @staticmethod
+    def figures(r):
+        """The table's figures of one run."""
+        f = {
+            "enqueue_per_s": r["enqueue"]["per_second"],
+            "batch_per_s": r["batch"]["per_second"],
+            "drain_per_s": r["drain"]["per_second"],
+            "rss_idle_server_mib": r["idle_rss"]["server"] / MIB,
+        }
+        wr = [x for x in r["idle_rss"]["workers"] if x]
+        if wr:
+            f["rss_idle_worker_mib"] = max(wr) / MIB
+        if "latency" in r and r["latency"]["count"]:
+            f["e2e_p50_ms"] = r["latency"]["p50_ms"]
+            f["e2e_p99_ms"] = r["latency"]["p99_ms"]
+            f["e2e_max_ms"] = r["latency"]["max_ms"]
+        if "load_latency" in r and r["load_latency"]["count"]:
+            f["load_rate_per_s"] = r["load"].get("per_second", r["load_rate"])
+            f["load_p50_ms"] = r["load_latency"]["p50_ms"]
+            f["load_p99_ms"] = r["load_latency"]["p99_ms"]
+            f["load_max_ms"] = r["load_latency"]["max_ms"]
+        peaks = r["peak_rss"]
+        if "server" in peaks:
+            f["rss_peak_server_mib"] = peaks["server"] / MIB
+        wp = [v for k, v in peaks.items() if k != "server"]
+        if wp:
+            f["rss_peak_worker_mib"] = max(wp) / MIB
+        errs = 0
+        for key in ("enqueue", "batch", "load", "latency", "load_latency"):
+            errs += (r.get(key) or {}).get("errors", 0) or 0
+        errs += r["drain"]["failed"]
+        f["errors"] = errs
+        return f
+
+    @staticmethod
+    def summarize(runs):
+        per = {}
+        for r in runs:
+            for k, v in Bench.figures(r).items():
+                per.setdefault(k, []).append(v)
+        out = {}
+        for k, vs in per.items():
+            out[k] = {"median": statistics.median(vs), "min": min(vs), "max": max(vs),
+                      "values": vs}
+        if "errors" in out:
+            out["errors"]["total"] = sum(out["errors"]["values"])
+        return out
+
+
+def fmt_num(v, dec):
+    if dec == 0:
+        return "{:,.0f}".format(v)
+    return "{:.{}f}".format(v, dec)
+
+
+def fmt_cell(s, dec, metric):
+    if s is None:
+        return "-"
+    if metric == "errors":
+        return "%d" % s["total"]
+    if s["min"] == s["max"] or len(s["values"]) == 1:
+        return fmt_num(s["median"], dec)
+    return "%s [%s-%s]" % (fmt_num(s["median"], dec), fmt_num(s["min"], dec),
+                           fmt_num(s["max"], dec))
+
+
+def target_text(metric):
+    parts = []
+    for m, setups, op, val in TARGETS:
+        if m == metric:
+            who = "" if setups == SETUPS else (
+                "emb " if setups == ("embedded",) else "+".join(setups) + " ")
+            parts.append("%s%s %s" % (who, op, fmt_num(val, 0 if val >= 10 else 1)))
+    return ", ".join(parts)
+
+
+def check_targets(summary):
+    missed, met = [], []
+    for metric, setups, op, val in TARGETS:
+        for s in setups:
+            fig = summary.get(s, {}).get(metric)
+            if fig is None:
+                continue
+            v = fig["median"]
+            ok = v >= val if op == ">=" else v <= val
+            (met if ok else missed).append("%s %s: %s (target %s %s)" % (
+                s, metric, fmt_num(v, 3 if v < 10 else 0), op, val))
+    return met, missed
+
+
+def render_table(setups, summary):
+    label_w = max(len(r[1]) for r in ROWS)
+    cells = [[fmt_cell(summary[s].get(m), dec, m) for s in setups] for m, _, dec in ROWS]
+    col_w = [max([len(SETUP_TITLES[s])] + [len(c[i]) for c in cells]) for i, s in enumerate(setups)]
+    tgt = [target_text(m) for m, _, _ in ROWS]
+    tgt_w = max(len("target"), max(len(t) for t in tgt))
+    lines = []
+    head = "| " + "figure".ljust(label_w) + " | " + " | ".join(
+        SETUP_TITLES[s].ljust(col_w[i]) for i, s in enumerate(setups)) + " | " + \
+        "target".ljust(tgt_w) + " |"
+    lines.append(head)
+    lines.append("|" + "-" * (label_w + 2) + "|" + "|".join(
+        "-" * (w + 2) for w in col_w) + "|" + "-" * (tgt_w + 2) + "|")
+    for (m, label, dec), row, t in zip(ROWS, cells, tgt):
+        lines.append("| " + label.ljust(label_w) + " | " + " | ".join(
+            c.rjust(col_w[i]) for i, c in enumerate(row)) + " | " + t.ljust(tgt_w) + " |")
+    return "\n".join(lines)
+
+
+CPU_PHASES = ("enqueue", "batch", "drain", "latency", "load")
+
+
+def median_run(runs):
+    """The run whose drain rate is the median, to show one coherent CPU split."""
+    order = sorted(runs, key=lambda r: r["drain"]["per_second"])
+    return order[(len(order) - 1) // 2]
+
+
+def render_cpu(setups, results):
+    head = ["set-up", "phase", "wall s"] + list(CPU_GROUPS)
+    rows = []
+    for s in setups:
+        cpu = median_run(results[s]).get("cpu_percent", {})
+        for ph in CPU_PHASES:
+            if ph in cpu:
+                c = cpu[ph]
+                rows.append([s, ph, "%.1f" % c["wall"]] + ["%.0f" % c[g] for g in CPU_GROUPS])
+    w = [max(len(head[i]), max((len(r[i]) for r in rows), default=0)) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(
+        c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+    out = [line(head), "|" + "|".join("-" * (x + 2) for x in w) + "|"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"),
+                    help="build directory with jobplane-server, jobplane-worker, bench/loadgen")
+    ap.add_argument("--setups", default=",".join(SETUPS),
+                    help="comma-separated, of: " + ", ".join(SETUPS))
+    ap.add_argument("--quick", action="store_true",
+                    help="one run with smaller counts, for development")
+    ap.add_argument("--runs", type=int, help="runs per set-up (default 3; --quick: 1)")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--enqueue-seconds", type=float)
+    ap.add_argument("--drain-jobs", type=int)
+    ap.add_argument("--drain-cap", type=float, default=120.0,
+                    help="seconds a drain may take before its partial rate is reported")
+    ap.add_argument("--latency-jobs", type=int)
+    ap.add_argument("--latency-cap", type=float, default=60.0,
+                    help="seconds a latency measurement may take")
+    ap.add_argument("--engine-threads", type=int, default=8,
+                    help="embedded: --workers of the server (its default is 8)")
+    ap.add_argument("--worker-concurrency", type=int, default=64,
+                    help="distributed: --concurrency of each jobplane-worker")
+    ap.add_argument("--load-warmup", type=float, default=1.0)
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds after start before idle RSS is read")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--keep", action="store_true", help="keep the logs and data directory")
+    args = ap.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.enqueue_seconds is None:
+        args.enqueue_seconds = 2.0 if args.quick else 5.0
+    if args.drain_jobs is None:
+        args.drain_jobs = 10000 if args.quick else 50000
+    if args.latency_jobs is None:
+        args.latency_jobs = 300 if args.quick else 2000
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    for s in setups:
+        if s not in SETUPS:
+            sys.exit("bench: unknown set-up %r (choose from %s)" % (s, ", ".join(SETUPS)))
+
+    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+    started = time.time()
+    b = Bench(args)
+    machine = machine_info(b.workdir)
+    log("work directory %s; machine %s x%d, load average %s" % (
+        b.workdir, machine["cpu"], machine["nproc"], " ".join(machine["loadavg_before"])))
+    results = {}
+    durability = None
+    ok = False
+    try:
+        if any(b.distributed(s) for s in setups):
+            b.ensure_services()
+        durability = b.durability()
+        for s in setups:
+            runs = []
+            for rep in range(1, args.runs + 1):
+                runs.append(b.one_run(s, rep))
+            results[s] = runs
+        ok = True
+    finally:
+        b.cpu.close()
+        b.close_services()
+        if ok and not args.keep:
+            shutil.rmtree(b.workdir, ignore_errors=True)
+        elif not ok:
+            log("kept %s for its logs" % b.workdir)
+    machine["loadavg_after"] = read_first("/proc/loadavg").split()[:3]
+
+    summary = {s: Bench.summarize(results[s]) for s in setups}
+    met, missed = check_targets(summary)
+    table = render_table(setups, summary)
+    setup_desc = {
+        "embedded": "jobplane-server --database sqlite://DIR/jobplane.db --workers %d "
+                    "(drain: enqueued with --workers 0, then restarted with %d engine threads)"
+                    % (args.engine_threads, args.engine_threads),
+        "pg1": "jobplane-server --database postgres://… --redis redis://…; 1 x jobplane-worker "
+               "--concurrency %d --report api" % args.worker_concurrency,
+        "pg2": "the same with 2 x jobplane-worker --concurrency %d --report api"
+               % args.worker_concurrency,
+    }
+    dur_lines = []
+    d = durability or {}
+    if "sqlite" in d and "embedded" in setups:
+        dur_lines.append("SQLite: journal_mode=%s, synchronous=%s" % (
+            d["sqlite"]["journal_mode"], d["sqlite"]["synchronous"]))
+    if "postgres" in d:
+        p = d["postgres"]
+        dur_lines.append("PostgreSQL %s: synchronous_commit=%s, fsync=%s, wal_sync_method=%s, "
+                         "full_page_writes=%s" % (p["server_version"], p["synchronous_commit"],
+                                                  p["fsync"], p["wal_sync_method"],
+                                                  p["full_page_writes"]))
+    if "redis" in d:
+        r = d["redis"]
+        dur_lines.append("Redis (%s): appendonly=%s, appendfsync=%s, maxmemory-policy=%s" % (
+            machine["redis"].split(" ")[2] if machine["redis"] else "?", r["appendonly"],
+            r["appendfsync"], r["maxmemory-policy"]))
+    elapsed = time.time() - started
+
+    text = []
+    text.append("jobplane benchmark, %s, commit %s, %d run(s) per set-up%s" % (
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        git_describe(), args.runs, " (--quick)" if args.quick else ""))
+    text.append("each figure: median [min-max] of the runs")
+    text.append("")
+    text.append(table)
+    text.append("")
+    text.append("where the CPU went, in % of one core (the run with the median drain; "
+                "\"other\" is every process not of this benchmark):")
+    text.append("")
+    text.append(render_cpu(setups, results))
+    text.append("")
+    text.append("set-ups:")
+    for s in setups:
+        text.append("  %-9s %s" % (s, setup_desc[s]))
+    text.append("workload: noop jobs; enqueue %d connections for %gs; batch and drain %d jobs "
+                "(batches of 100); end to end %d sequential jobs; under load: the same beside "
+                "a steady 50%% of min(enqueue, drain) rate" % (
+                    args.connections, args.enqueue_seconds, args.drain_jobs, args.latency_jobs))
+    text.append("durability: " + ("; ".join(dur_lines) if dur_lines else "-"))
+    text.append("machine: %s, %d CPU(s), %.1f GiB, %s, kernel %s; data on %s; "
+                "4 KiB fdatasync %.2f ms mean; load average before %s, after %s" % (
+                    machine["cpu"], machine["nproc"], machine["memory_gib"] or 0, machine["os"],
+                    machine["kernel"], machine["data_fs"], machine["fsync_4k"]["mean_ms"],
+                    " ".join(machine["loadavg_before"]), " ".join(machine["loadavg_after"])))
+    text.append("command: %s   (%.0f s)" % (command, elapsed))
+    if missed:
+        text.append("")
+        text.append("targets missed (median):")
+        text.extend("  " + m for m in missed)
+    if b.findings:
+        text.append("")
+        text.append("notes:")
+        text.extend("  " + f for f in b.findings)
+    print("\n".join(text), flush=True)
+
+    doc = {
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_describe(),
+        "command": command,
+        "elapsed_seconds": round(elapsed, 1),
+        "config": {k: v for k, v in vars(args).items()},
+        "machine": machine,
+        "durability": durability,
+        "setups": {s: {"description": setup_desc[s], "summary": summary[s], "runs": results[s]}
+                   for s in setups},
+        "targets": {"met": met, "missed": missed},
+        "notes": b.findings,
+        "table": table,
+        "text": "\n".join(text),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    for name in ("latest.json", "run-%s.json" % stamp):
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=False)
+            f.write("\n")
+    log("wrote %s" % os.path.join(args.out, "latest.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
