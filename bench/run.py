@@ -85,13 +85,14 @@ def log(msg):
     print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
 
 
-def proc_status(pid, field):
-    """A /proc/PID/status field in bytes (VmRSS, VmHWM), or None."""
+def proc_status(pid, field, scale=1024):
+    """A /proc/PID/status field: in bytes for the kB ones (VmRSS, VmHWM),
+    as is with scale=1 (Threads); None when the process is gone."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
                 if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * scale
     except OSError:
         pass
     return None
@@ -184,28 +185,48 @@ class CpuSampler:
         self.phase = None
         self.phase_t = None
         self.acc = {}    # phase -> {"wall": s, group: cpu seconds}
+        self.hot = {}    # phase -> {(group, tid): cpu seconds}, threads of server and workers
         self.prev = {}   # pid -> cpu ticks
+        self.prev_t = {}  # tid -> cpu ticks
         self.stop_ev = threading.Event()
         self._snapshot(charge=False)
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def _stat(path):
+        """(ppid, comm, utime + stime ticks) from a stat file, or None."""
+        try:
+            with open(path, "rb") as f:
+                st = f.read().decode("ascii", "replace")
+        except OSError:
+            return None
+        lp, rp = st.find("("), st.rfind(")")
+        fields = st[rp + 2:].split()
+        if len(fields) < 13:
+            return None
+        return int(fields[1]), st[lp + 1:rp], int(fields[11]) + int(fields[12])
+
     def _read(self):
         procs = {}
         for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % name, "rb") as f:
-                    st = f.read().decode("ascii", "replace")
-            except OSError:
-                continue
-            lp, rp = st.find("("), st.rfind(")")
-            fields = st[rp + 2:].split()
-            if len(fields) < 13:
-                continue
-            procs[int(name)] = (int(fields[1]), st[lp + 1:rp], int(fields[11]) + int(fields[12]))
+            if name.isdigit():
+                v = self._stat("/proc/%s/stat" % name)
+                if v:
+                    procs[int(name)] = v
         return procs
+
+    def _threads(self, pid):
+        out = {}
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            return out
+        for t in tids:
+            v = self._stat("/proc/%d/task/%s/stat" % (pid, t))
+            if v:
+                out[int(t)] = v[2]
+        return out
 
     def _group(self, pid, procs, mine):
         if pid not in mine:
@@ -236,17 +257,30 @@ class CpuSampler:
             mine.add(p)
             todo.extend(children.get(p, ()))
         deltas = dict.fromkeys(CPU_GROUPS, 0)
+        tdeltas = {}
+        tnow = {}
         for pid, (_, _, ticks) in procs.items():
             d = ticks - self.prev.get(pid, 0 if charge else ticks)
+            g = self._group(pid, procs, mine)
             if d > 0:
-                deltas[self._group(pid, procs, mine)] += d
+                deltas[g] += d
+            if g in ("server", "worker"):
+                for tid, tt in self._threads(pid).items():
+                    tnow[tid] = tt
+                    td = tt - self.prev_t.get(tid, 0 if charge else tt)
+                    if td > 0:
+                        tdeltas[(g, tid)] = td
         self.prev = {pid: v[2] for pid, v in procs.items()}
+        self.prev_t = tnow
         if charge:
             with self.lock:
                 if self.phase is not None:
                     a = self.acc.setdefault(self.phase, dict.fromkeys(CPU_GROUPS + ("wall",), 0.0))
                     for g, d in deltas.items():
                         a[g] += d / self.hz
+                    h = self.hot.setdefault(self.phase, {})
+                    for k, d in tdeltas.items():
+                        h[k] = h.get(k, 0.0) + d / self.hz
 
     def _loop(self):
         while not self.stop_ev.wait(self.interval):
@@ -275,9 +309,15 @@ class CpuSampler:
         with self.lock:
             for k in [k for k in self.acc if k.startswith(prefix)]:
                 a = self.acc.pop(k)
+                h = self.hot.pop(k, {})
                 w = a["wall"] or 1e-9
-                out[k[len(prefix):]] = dict({"wall": round(a["wall"], 2)},
-                                            **{g: round(100 * a[g] / w, 1) for g in CPU_GROUPS})
+                row = dict({"wall": round(a["wall"], 2)},
+                           **{g: round(100 * a[g] / w, 1) for g in CPU_GROUPS})
+                # The busiest single thread: near 100 means one thread is the limit.
+                for g in ("server", "worker"):
+                    row[g + "_hottest_thread"] = round(100 * max(
+                        [v for (gg, _), v in h.items() if gg == g] or [0.0]) / w, 1)
+                out[k[len(prefix):]] = row
         return out
 
     def close(self):
@@ -342,6 +382,7 @@ class Bench:
         self.dbseq = 0
         self.findings = []
         self.cpu = CpuSampler()
+        self.other_cpu = []   # % of a core used by processes not of this benchmark, per phase
         self.prefix = ""
 
     def mark(self, phase):
@@ -400,6 +441,39 @@ class Bench:
         self.pg.psql("CREATE DATABASE %s OWNER jobplane" % name, db="postgres")
         self.redis.cli("FLUSHALL")
         return "postgres://jobplane:jobplane@127.0.0.1:%d/%s" % (self.pg.port, name)
+
+    def counters(self, setup, db):
+        """PostgreSQL and Redis activity counters of this database, for the
+        work each job costs; None when embedded. PostgreSQL publishes a
+        backend's counts within a second of it going idle: hence the wait."""
+        if not self.distributed(setup) or not db:
+            return None
+        time.sleep(1.1)
+        name = db.rsplit("/", 1)[1]
+        out = {"pg": {}, "redis": {}}
+        keys = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+        row = self.pg.psql("SELECT %s FROM pg_stat_database WHERE datname = '%s'"
+                           % (", ".join(keys), name), db="postgres")
+        vals = row.split("|") if row else ["0"] * len(keys)
+        out["pg"].update({k: int(v or 0) for k, v in zip(keys, vals)})
+        wkeys = ("wal_records", "wal_bytes", "wal_write", "wal_sync")
+        row = self.pg.psql("SELECT %s FROM pg_stat_wal" % ", ".join(wkeys), db="postgres")
+        out["pg"].update({k: int(float(v or 0)) for k, v in zip(wkeys, row.split("|"))})
+        for line in self.redis.cli("INFO", "commandstats").splitlines():
+            m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+            if m:
+                out["redis"][m.group(1)] = int(m.group(2))
+        return out
+
+    @staticmethod
+    def cost(before, after, jobs):
+        """The counters' growth between two snapshots, for `jobs` jobs."""
+        if before is None or after is None:
+            return None
+        pg = {k: after["pg"][k] - before["pg"].get(k, 0) for k in after["pg"]}
+        redis = {k: v - before["redis"].get(k, 0) for k, v in after["redis"].items()}
+        redis = {k: v for k, v in redis.items() if v > 0 and k not in ("info", "flushall")}
+        return {"jobs": jobs, "pg": pg, "redis": redis}
 
     def drop_database(self, url):
         if url:
@@ -500,7 +574,9 @@ class Bench:
             time.sleep(self.args.settle)
             self.mark(None)
             out = {"server": proc_status(s.proc.pid, "VmRSS"),
-                   "workers": [proc_status(w.proc.pid, "VmRSS") for w in ws]}
+                   "workers": [proc_status(w.proc.pid, "VmRSS") for w in ws],
+                   "server_threads": proc_status(s.proc.pid, "Threads", 1),
+                   "worker_threads": [proc_status(w.proc.pid, "Threads", 1) for w in ws]}
         finally:
             api.close()
             self.stop_workers(ws, peaks)
@@ -514,11 +590,14 @@ class Bench:
         db = self.fresh_database(setup, d)
         s = self.server(setup, d, db, execute=False).start()
         try:
+            before = self.counters(setup, db)
             self.mark("enqueue")
             r = self.loadgen_run("enqueue", s.url,
                                  ["--connections", self.args.connections,
                                   "--duration", self.args.enqueue_seconds],
                                  timeout=self.args.enqueue_seconds + 60)
+            self.mark(None)
+            r["cost"] = self.cost(before, self.counters(setup, db), r["ok"])
         finally:
             self.mark(None)
             self.stop_server(s, peaks)
@@ -551,11 +630,14 @@ class Bench:
         out = {}
         try:
             # B1: the jobs go in through the batch API, nothing running them.
+            c0 = self.counters(setup, db)
             self.mark("batch")
             out["batch"] = self.loadgen_run(
                 "batch", s.url, ["--connections", self.args.connections, "--batch", 100,
                                  "--total", n, "--duration", 120], timeout=180)
             self.mark(None)
+            c1 = self.counters(setup, db)
+            out["costs"] = {"batch": self.cost(c0, c1, out["batch"]["jobs_ok"])}
             c = self.wait_counts(api, lambda c: c["queued"] >= n, 30)
             if c["queued"] != n:
                 self.finding("%s: after a batch enqueue of %d jobs the database counts %r"
@@ -587,6 +669,7 @@ class Bench:
             t1 = time.monotonic()
             self.mark(None)
             done = c["completed"]
+            out["costs"]["drain"] = self.cost(c1, self.counters(setup, db), done)
             capped = c["completed"] + c["failed"] < n
             out["drain"] = {"jobs": n, "completed": done, "failed": c["failed"],
                             "seconds": round(t1 - t0, 4),
@@ -610,22 +693,31 @@ class Bench:
                 timeout=self.args.latency_cap + 60)
             self.mark(None)
             # D: the same beside a steady load of half the set-up's peak.
-            peak = min(enqueue_rate, out["drain"]["per_second"])
-            rate = max(1.0, round(peak * 0.5))
+            drain_rate = out["drain"]["per_second"]
+            if self.args.load_basis == "combined":
+                # Taking a job in and running it share one machine: the
+                # rate at which both can go on at once.
+                peak = 1.0 / (1.0 / max(enqueue_rate, 1.0) + 1.0 / max(drain_rate, 1.0))
+            elif self.args.load_basis == "min":
+                peak = min(enqueue_rate, drain_rate)
+            else:
+                peak = enqueue_rate
+            out["load_peak"] = round(peak, 1)
+            rate = max(1.0, round(peak * self.args.load_fraction))
             out["load_rate"] = rate
             before = api.stats()
             load = subprocess.Popen(
                 [self.loadgen, "enqueue", "--url", s.url, "--connections",
                  str(self.args.connections), "--rate", str(rate), "--duration",
-                 str(self.args.latency_cap + 30)],
+                 str(self.args.load_cap + 30)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 time.sleep(self.args.load_warmup)
                 self.mark("load")
                 out["load_latency"] = self.loadgen_run(
                     "latency", s.url, ["--count", self.args.latency_jobs,
-                                       "--max-seconds", self.args.latency_cap],
-                    timeout=self.args.latency_cap + 60)
+                                       "--max-seconds", self.args.load_cap],
+                    timeout=self.args.load_cap + 60)
                 backlog = api.stats()
             finally:
                 self.mark(None)
@@ -634,10 +726,7 @@ class Bench:
             out["load"] = json.loads(lout) if lout.strip() else {"error": lerr}
             out["load_backlog"] = {"queued": backlog["queued"], "running": backlog["running"]}
             out["load_done"] = backlog["completed"] - before["completed"]
-            # The load is stopped; what is left must still finish.
-            c = self.wait_counts(api, lambda c: c["queued"] + c["running"] + c["pending"] == 0,
-                                 60, 0.1)
-            out["final_counts"] = c
+            out["final_counts"] = api.stats()
         finally:
             api.close()
             self.stop_workers(ws, peaks)
@@ -660,12 +749,10 @@ class Bench:
         log("%s run %d: enqueue %.0f jobs/s (%d errors)" % (
             setup, rep, r["enqueue"]["per_second"], r["enqueue"]["errors"]))
         r.update(self.phase_drain_and_latency(setup, rdir, peaks, r["enqueue"]["per_second"]))
+        r.setdefault("costs", {})["enqueue"] = r["enqueue"].pop("cost", None)
         r["peak_rss"] = peaks
         r["cpu_percent"] = self.cpu.take(self.prefix)
-        other = [v["other"] for v in r["cpu_percent"].values()]
-        if other and max(other) > 20:
-            self.finding("%s run %d: processes outside this benchmark used up to %.0f%% of a "
-                         "core during its phases (figures disturbed)" % (setup, rep, max(other)))
+        self.other_cpu += [v["other"] for k, v in r["cpu_percent"].items() if k != "idle"]
         msg = "%s run %d: batch %.0f jobs/s, drain %.0f jobs/s" % (
             setup, rep, r["batch"]["per_second"], r["drain"]["per_second"])
         if "latency" in r:
@@ -689,8 +776,8 @@ class Bench:
                 self.finding("%s run %d, %s: %s errors; first: %s" % (
                     setup, rep, key, x["errors"], x.get("first_error")))
             if x and x.get("count", 0) < x.get("asked", 0):
-                self.finding("%s run %d, %s: only %d of %d jobs measured in %ss" % (
-                    setup, rep, key, x["count"], x["asked"], self.args.latency_cap))
+                self.finding("%s run %d, %s: only %d of %d jobs measured in %.0fs" % (
+                    setup, rep, key, x["count"], x["asked"], x["seconds"]))
             if x and x.get("max_ms", 0) > 100:
                 self.finding("%s run %d, %s: an outlier of %.1f ms (p99 %.2f ms)" % (
                     setup, rep, key, x["max_ms"], x["p99_ms"]))
@@ -825,21 +912,53 @@ def median_run(runs):
     return order[(len(order) - 1) // 2]
 
 
+def render_rows(head, rows, left=2):
+    """A Markdown table; the first `left` columns flush left, the rest right."""
+    w = [max(len(head[i]), max((len(r[i]) for r in rows), default=0)) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w[i]) if i < left else c.rjust(w[i])
+                                 for i, c in enumerate(cells)) + " |"
+    return "\n".join([line(head), "|" + "|".join("-" * (x + 2) for x in w) + "|"] +
+                     [line(r) for r in rows])
+
+
 def render_cpu(setups, results):
-    head = ["set-up", "phase", "wall s"] + list(CPU_GROUPS)
+    head = ["set-up", "phase", "wall s"] + list(CPU_GROUPS) + [
+        "server 1 thread", "worker 1 thread"]
     rows = []
     for s in setups:
         cpu = median_run(results[s]).get("cpu_percent", {})
         for ph in CPU_PHASES:
             if ph in cpu:
                 c = cpu[ph]
-                rows.append([s, ph, "%.1f" % c["wall"]] + ["%.0f" % c[g] for g in CPU_GROUPS])
-    w = [max(len(head[i]), max((len(r[i]) for r in rows), default=0)) for i in range(len(head))]
-    line = lambda cells: "| " + " | ".join(
-        c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
-    out = [line(head), "|" + "|".join("-" * (x + 2) for x in w) + "|"]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+                rows.append([s, ph, "%.1f" % c["wall"]] + ["%.0f" % c[g] for g in CPU_GROUPS] +
+                            ["%.0f" % c.get("server_hottest_thread", 0),
+                             "%.0f" % c.get("worker_hottest_thread", 0)])
+    return render_rows(head, rows)
+
+
+def render_costs(setups, results):
+    """Database and Redis work per job, phase by phase (distributed set-ups)."""
+    head = ["set-up", "phase", "jobs", "PG commits/job", "WAL fsyncs/job", "rows written/job",
+            "WAL KiB/job", "Redis calls/job", "Redis calls, most frequent (per job)"]
+    rows = []
+    for s in setups:
+        costs = median_run(results[s]).get("costs", {})
+        for ph in ("enqueue", "batch", "drain"):
+            c = costs.get(ph)
+            if not c or not c.get("jobs"):
+                continue
+            n = c["jobs"]
+            top = sorted(c["redis"].items(), key=lambda kv: -kv[1])[:4]
+            rows.append([s, ph, "%d" % n, "%.2f" % (c["pg"]["xact_commit"] / n),
+                         "%.3f" % (c["pg"]["wal_sync"] / n),
+                         "%.2f" % ((c["pg"]["tup_inserted"] + c["pg"]["tup_updated"] +
+                                    c["pg"]["tup_deleted"]) / n),
+                         "%.2f" % (c["pg"]["wal_bytes"] / 1024 / n),
+                         "%.2f" % (sum(c["redis"].values()) / n),
+                         ", ".join("%s %.2f" % (k, v / n) for k, v in top)])
+    return render_rows(head, rows) if rows else ""
 
 
 def main():
@@ -858,13 +977,20 @@ def main():
     ap.add_argument("--drain-cap", type=float, default=120.0,
                     help="seconds a drain may take before its partial rate is reported")
     ap.add_argument("--latency-jobs", type=int)
-    ap.add_argument("--latency-cap", type=float, default=60.0,
+    ap.add_argument("--latency-cap", type=float, default=30.0,
                     help="seconds a latency measurement may take")
     ap.add_argument("--engine-threads", type=int, default=8,
                     help="embedded: --workers of the server (its default is 8)")
     ap.add_argument("--worker-concurrency", type=int, default=64,
                     help="distributed: --concurrency of each jobplane-worker")
     ap.add_argument("--load-warmup", type=float, default=1.0)
+    ap.add_argument("--load-basis", choices=("combined", "min", "enqueue"), default="combined",
+                    help="the peak the steady load is a fraction of: combined = "
+                         "1/(1/enqueue + 1/drain), the rate at which jobs can be both taken "
+                         "in and run (default); min = min(enqueue, drain); enqueue")
+    ap.add_argument("--load-fraction", type=float, default=0.5)
+    ap.add_argument("--load-cap", type=float, default=30.0,
+                    help="seconds the latency measurement under load may take")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds after start before idle RSS is read")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -953,20 +1079,37 @@ def main():
                 "\"other\" is every process not of this benchmark):")
     text.append("")
     text.append(render_cpu(setups, results))
+    costs = render_costs(setups, results)
+    if costs:
+        text.append("")
+        text.append("work per job (the same runs; PostgreSQL counters of the job database, "
+                    "Redis commandstats):")
+        text.append("")
+        text.append(costs)
     text.append("")
     text.append("set-ups:")
     for s in setups:
         text.append("  %-9s %s" % (s, setup_desc[s]))
-    text.append("workload: noop jobs; enqueue %d connections for %gs; batch and drain %d jobs "
-                "(batches of 100); end to end %d sequential jobs; under load: the same beside "
-                "a steady 50%% of min(enqueue, drain) rate" % (
-                    args.connections, args.enqueue_seconds, args.drain_jobs, args.latency_jobs))
+    basis = {"combined": "1/(1/enqueue + 1/drain)", "min": "min(enqueue, drain)",
+             "enqueue": "the enqueue rate"}[args.load_basis]
+    text.append("workload: noop jobs; enqueue from %d keep-alive connections for %gs; batch "
+                "enqueue and drain of %d jobs (batches of 100); end to end: %d sequential jobs, "
+                "polled back to back; under load: the same beside a steady %.0f%% of the "
+                "set-up's peak, %s of the same run" % (
+                    args.connections, args.enqueue_seconds, args.drain_jobs, args.latency_jobs,
+                    args.load_fraction * 100, basis))
     text.append("durability: " + ("; ".join(dur_lines) if dur_lines else "-"))
+    oc = b.other_cpu or [0.0]
+    machine["other_cpu_percent"] = {"median": statistics.median(oc), "max": max(oc)}
     text.append("machine: %s, %d CPU(s), %.1f GiB, %s, kernel %s; data on %s; "
-                "4 KiB fdatasync %.2f ms mean; load average before %s, after %s" % (
+                "4 KiB write+fdatasync %.2f ms mean; load average before %s, after %s; "
+                "processes not of this benchmark used %.0f%% of a core (median over phases, "
+                "max %.0f%%)" % (
                     machine["cpu"], machine["nproc"], machine["memory_gib"] or 0, machine["os"],
-                    machine["kernel"], machine["data_fs"], machine["fsync_4k"]["mean_ms"],
-                    " ".join(machine["loadavg_before"]), " ".join(machine["loadavg_after"])))
+                    machine["kernel"], " ".join(machine["data_fs"].split()),
+                    machine["fsync_4k"]["mean_ms"], " ".join(machine["loadavg_before"]),
+                    " ".join(machine["loadavg_after"]), machine["other_cpu_percent"]["median"],
+                    machine["other_cpu_percent"]["max"]))
     text.append("command: %s   (%.0f s)" % (command, elapsed))
     if missed:
         text.append("")

@@ -1375,16 +1375,13 @@ static int rq_stats(jp_queue *q, json_t **ret_stats, jp_err *err)
         strcpy(st[i].start, "-");
         st[i].length = len;
         if (g) {
-            const redisReply *pend = flat_get(g, "pending"), *lag = flat_get(g, "lag");
+            const redisReply *pend = flat_get(g, "pending");
             const redisReply *lastid = flat_get(g, "last-delivered-id");
             st[i].pending = pend && pend->type == REDIS_REPLY_INTEGER ? pend->integer : 0;
-            /* Without a lag (Redis cannot tell after some deletions), the
-             * waiting entries are what is neither delivered nor deleted:
-             * acknowledged entries are deleted at once. */
-            if (lag && lag->type == REDIS_REPLY_INTEGER)
-                st[i].length = lag->integer;
-            else
-                st[i].length = len - st[i].pending;
+            /* Waiting entries are those neither delivered nor deleted, since
+             * acknowledged entries are deleted at once. The group's "lag"
+             * is not used: it still counts entries deleted before delivery. */
+            st[i].length = len - st[i].pending;
             if (is_string(lastid) && entry_id_valid(lastid->str, lastid->len))
                 snprintf(st[i].start, sizeof st[i].start, "(%s", lastid->str);
         }

@@ -77,7 +77,8 @@ static void commit_applies(jp_group *g, jp_batch_item **reqs, size_t nreq)
     }
     jp_store_op *ops = jp_xmalloc(total * sizeof *ops);
     for (size_t i = 0; i < nreq; i++) {
-        memcpy(ops + at, reqs[i]->data, reqs[i]->n * sizeof *ops);
+        if (reqs[i]->n)
+            memcpy(ops + at, reqs[i]->data, reqs[i]->n * sizeof *ops);
         at += reqs[i]->n;
     }
     jp_err err;
@@ -85,7 +86,8 @@ static void commit_applies(jp_group *g, jp_batch_item **reqs, size_t nreq)
     int rc = jp_store_apply(g->store, ops, total, &err);
     at = 0;
     for (size_t i = 0; i < nreq; i++) {
-        memcpy(reqs[i]->data, ops + at, reqs[i]->n * sizeof *ops);
+        if (reqs[i]->n)
+            memcpy(reqs[i]->data, ops + at, reqs[i]->n * sizeof *ops);
         at += reqs[i]->n;
         reqs[i]->rc = rc;
         reqs[i]->err = err;

@@ -17,8 +17,7 @@ import harness  # noqa: E402
 import services  # noqa: E402
 
 ts = harness.parse_ts
-SERVER_STRATS = ["--strategies", "noop,sleep,http,exec"]
-ALL_STRATS = ["--strategies", "noop,sleep,http,exec"]
+STRATS = ["--strategies", "noop,sleep,http,exec"]
 PRIORITIES = ["emergency", "high", "normal", "low"]
 WAIT = 30  # seconds: a generous bound for anything that should be quick
 
@@ -68,12 +67,13 @@ class Cluster:
         self.addCleanup(self.redis.close)
         self.db_url = self.database()
         self.srv = None
+        self.workers = []
 
     def database(self):
         return None  # SQLite in the server's directory
 
     def server(self, *args, env=None, redis=None, database=None):
-        srv = harness.Server(SERVER_STRATS + ["--reconcile-interval", "1", "--lease-seconds", "2",
+        srv = harness.Server(STRATS + ["--reconcile-interval", "1", "--lease-seconds", "2",
                                               "--retry-backoff-ms", "100"] + list(args),
                              env=env, tmpdir=self.dir, database=database or self.db_url,
                              redis=redis or self.redis.url)
@@ -88,12 +88,13 @@ class Cluster:
             rc = srv.stop()
             self.assertEqual(rc, 0, srv.log()[-3000:])
 
-    def worker(self, *args, strategies=ALL_STRATS, control_plane=True, wid=None, env=None):
+    def worker(self, *args, strategies=STRATS, control_plane=True, wid=None, env=None):
         w = harness.Worker(self.redis.url, self.srv.url if control_plane else None,
                            args=list(strategies) + ["--lease-seconds", "2"] + list(args),
                            env=env, tmpdir=self.dir, wid=wid)
         w.start()
         self.addCleanup(self._stop_worker, w)
+        self.workers.append(w)
         return w
 
     def _stop_worker(self, w):
@@ -104,7 +105,11 @@ class Cluster:
             w.stop()  # collects a crash's sanitizer report, if any
 
     def wait_done(self, job_id, status="completed", timeout=WAIT, srv=None):
-        return (srv or self.srv).wait_status(job_id, status, timeout=timeout)
+        try:
+            return (srv or self.srv).wait_status(job_id, status, timeout=timeout)
+        except AssertionError as e:
+            logs = "".join("\nworker %s log:\n%s" % (w.id, w.log()[-3000:]) for w in self.workers)
+            raise AssertionError(str(e) + logs) from None
 
     def batch(self, jobs, srv=None):
         st, body, _ = (srv or self.srv).post("/api/v1/jobs/batch", {"jobs": jobs})
@@ -341,6 +346,106 @@ class CoreTests(Cluster):
             self.assertGreaterEqual(e - s, 450)
             self.assertLess(e - s, 1500)
 
+    def test_cancelled_queued_job_never_runs(self):
+        srv = self.server()
+        marker = os.path.join(self.dir, "ran")
+        job = srv.submit("exec", payload={"command": ["/bin/touch", marker]})
+        st, body, _ = srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, body)
+        w = self.worker()
+        after = srv.submit("noop")
+        self.wait_done(after["id"])
+        harness.wait_until(lambda: all_streams_empty(self.redis), timeout=WAIT,
+                           what="the cancelled job's message to be dropped")
+        self.assertFalse(os.path.exists(marker))
+        got = srv.job(job["id"])
+        self.assertEqual(got["status"], "cancelled")
+        self.assertEqual(got["attempts"], 0)
+        self.assertEqual(srv.attempts(job["id"]), [])
+        self.assertTrue(w.alive())
+
+    def test_failed_job_retried_runs_again(self):
+        srv = self.server()
+        w = self.worker()
+        marker = os.path.join(self.dir, "second")
+        job = srv.submit("exec", max_attempts=1, payload={"command": [
+            "/bin/sh", "-c", "if [ -e %s ]; then echo fixed; exit 0; fi; exit 7" % marker]})
+        failed = self.wait_done(job["id"], "failed")
+        self.assertEqual(failed["error"]["code"], "exit_status")
+        open(marker, "w").close()
+        st, body, _ = srv.post("/api/v1/jobs/%s/retry" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "queued")
+        done = self.wait_done(job["id"])
+        self.assertEqual(done["attempts"], 2)
+        self.assertEqual(done["result"]["stdout"], "fixed\n")
+        self.assertEqual([a["outcome"] for a in srv.attempts(job["id"])], ["failed", "completed"])
+        self.assertEqual(done["worker_id"], w.id)
+
+    def test_delayed_job_runs_when_due(self):
+        srv = self.server()
+        self.worker()
+        t0 = harness.now_ms()
+        job = srv.submit("noop", delay_seconds=2)
+        self.assertEqual(job["status"], "scheduled")
+        self.assertTrue(all_streams_empty(self.redis))
+        done = self.wait_done(job["id"])
+        self.assertGreaterEqual(ts(done["started_at"]), t0 + 1900)
+
+    def test_timeout_is_enforced_by_the_worker(self):
+        srv = self.server()
+        w = self.worker()
+        job = srv.submit("sleep", payload={"ms": 30000}, timeout_seconds=1, max_attempts=1)
+        done = self.wait_done(job["id"], "failed")
+        self.assertEqual(done["error"]["code"], "timeout", done)
+        self.assertLess(ts(done["completed_at"]) - ts(done["started_at"]), 5000)
+        self.assertEqual(done["worker_id"], w.id)
+        harness.wait_until(lambda: all_streams_empty(self.redis), timeout=WAIT,
+                           what="streams to be empty")
+
+    def test_idempotent_create_enqueues_once(self):
+        srv = self.server()
+        a = srv.submit("noop", payload={"n": 1}, idempotency_key="once-1")
+        b = srv.submit("noop", payload={"n": 1}, idempotency_key="once-1", expect=200)
+        self.assertEqual(a["id"], b["id"])
+        self.assertEqual(xlen(self.redis, stream()), 1)
+        self.worker()
+        self.wait_done(a["id"])
+        self.assertEqual(len(srv.attempts(a["id"])), 1)
+
+    def test_stats_length_counts_entries_in_the_stream(self):
+        srv = self.server()
+        w = self.worker()
+        first = srv.submit("noop")
+        self.wait_done(first["id"])  # the group has delivered something
+        self.assertEqual(w.stop(), 0, w.log())
+        job = srv.submit("noop")
+        st, stats, _ = srv.get("/api/v1/queue/stats")
+        self.assertEqual(stats["queues"]["default"]["normal"]["length"], 1, stats)
+        (eid, _), = xrange_entries(self.redis, stream())
+        self.assertEqual(self.redis.cli("XDEL", stream(), eid), "1")
+        st, stats, _ = srv.get("/api/v1/queue/stats")
+        self.assertEqual(st, 200, stats)
+        length = stats["queues"].get("default", {}).get("normal", {}).get("length", 0)
+        self.assertEqual(length, 0, "the stream is empty, yet stats say %r" % stats)
+        self.assertEqual(srv.job(job["id"])["status"], "queued")
+
+    def test_competing_workers_run_each_job_once(self):
+        srv = self.server()
+        ws = [self.worker("--concurrency", "4") for _ in range(3)]
+        marker = os.path.join(self.dir, "runs")
+        jobs = self.batch([{"strategy": "exec", "payload": {"command": [
+            "/bin/sh", "-c", "echo %d >> %s" % (i, marker)]}} for i in range(60)])
+        jobs += self.batch([{"strategy": "noop", "payload": {"i": i}} for i in range(60)])
+        done = [self.wait_done(j["id"], timeout=60) for j in jobs]
+        self.assertTrue(all(d["attempts"] == 1 for d in done), [d for d in done if d["attempts"] != 1])
+        self.assertEqual(sorted(int(x) for x in read_file(marker).split()), list(range(60)))
+        self.assertTrue({d["worker_id"] for d in done} <= {w.id for w in ws})
+        for j in jobs[::10]:
+            self.assertEqual(len(srv.attempts(j["id"])), 1)
+        harness.wait_until(lambda: all_streams_empty(self.redis), timeout=WAIT,
+                           what="streams to be empty")
+
     def test_watch_against_distributed_server(self):
         srv = self.server()
         w = self.worker()
@@ -438,6 +543,48 @@ class SqliteTest(CoreTests, unittest.TestCase):
         nxt = srv.submit("noop")
         self.assertEqual(self.wait_done(nxt["id"])["worker_id"], w.id)
         self.assertTrue(w.alive())
+
+    def test_large_payload_travels_through_redis(self):
+        srv = self.server()
+        self.worker()
+        big = "x" * (600 * 1024)
+        job = srv.submit("exec", payload={"command": ["/usr/bin/wc", "-c"], "stdin": big,
+                                          "note": "\u00e9\u4e2d\U0001f600"})
+        done = self.wait_done(job["id"])
+        self.assertEqual(done["result"]["stdout"].strip(), str(len(big)))
+        self.assertEqual(done["payload"]["note"], "\u00e9\u4e2d\U0001f600")
+
+    def test_stalled_worker_is_fenced(self):
+        # A worker frozen past its lease loses the job to another; when it
+        # wakes up, its report for the old attempt changes nothing.
+        srv = self.server()
+        a = self.worker()
+        job = srv.submit("sleep", payload={"ms": 3000})
+        self.wait_done(job["id"], "running")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            b = self.worker()
+
+            def taken_over():
+                got = srv.job(job["id"])
+                return got if got["attempts"] == 2 else None
+            got = harness.wait_until(taken_over, timeout=WAIT, what="the takeover")
+            self.assertEqual(got["worker_id"], b.id)
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        done = self.wait_done(job["id"])
+        self.assertEqual(done["attempts"], 2)
+        self.assertEqual(done["worker_id"], b.id)
+        atts = srv.attempts(job["id"])
+        self.assertEqual([(x["attempt"], x["outcome"], x["worker_id"]) for x in atts],
+                         [(1, "lost", a.id), (2, "completed", b.id)], atts)
+        harness.wait_until(lambda: all_streams_empty(self.redis), timeout=WAIT,
+                           what="streams to be empty")
+        time.sleep(1.0)
+        self.assertEqual(srv.job(job["id"]), done)
+        self.assertTrue(a.alive() and b.alive())
+        nxt = srv.submit("noop")
+        self.wait_done(nxt["id"])
 
     def test_evicting_redis_is_refused(self):
         lru = services.Redis(extra=["--maxmemory-policy", "allkeys-lru"]).start()

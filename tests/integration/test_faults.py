@@ -144,6 +144,27 @@ class Guarantee2Test(Cluster):
         self.assertIsNotNone(atts[0]["finished_at"])
         self.wait_empty()
 
+    def test_guarantee2_killed_worker_leaves_no_job_processes(self):
+        # The job runs again elsewhere once the lease lapses; the first run's
+        # processes must not go on beside it.
+        srv = self.server()
+        a = self.worker()
+        pidfile = os.path.join(self.dir, "pid")
+        job = srv.submit("exec", payload={"command": [
+            "/bin/sh", "-c", "echo $$ >> %s; sleep 120" % pidfile]})
+        self.wait_done(job["id"], "running")
+        pid = int(harness.wait_until(lambda: read_file(pidfile).split(), timeout=WAIT,
+                                     what="the job to start")[0])
+        pgid = os.getpgid(pid)
+        self.addCleanup(lambda: harness.group_alive(pgid) and os.killpg(pgid, signal.SIGKILL))
+        a.kill9()
+        # Presence expires with the worker.
+        harness.wait_until(lambda: a.id not in [x["id"] for x in srv.get("/api/v1/workers")[1]
+                                                ["workers"]],
+                           timeout=WAIT, what="the killed worker to leave /api/v1/workers")
+        harness.wait_until(lambda: not harness.group_alive(pgid), timeout=10,
+                           what="the killed worker's job processes (group %d) to end" % pgid)
+
     def test_guarantee2_long_job_keeps_its_lease(self):
         # A job running for several leases is not taken over while its
         # worker lives: heartbeats keep the lease.
@@ -329,6 +350,46 @@ class Guarantee1RedisTest(Cluster):
         self.assertEqual(st, 200, body)
 
 
+class Guarantee1LostMessageTest(Cluster):
+    def test_guarantee1_deleted_stream_entry_is_sent_again(self):
+        # The reconciler sends a queued job again when its entry is gone,
+        # also on a stream whose group has delivered entries before.
+        srv = self.server()
+        w = self.worker()
+        first = srv.submit("noop")
+        self.wait_done(first["id"])
+        self.assertEqual(w.stop(), 0, w.log())
+        job = srv.submit("noop", payload={"lost": True})
+        (eid, fields), = xrange_entries(self.redis, stream())
+        self.assertEqual(fields["job_id"], job["id"])
+        self.assertEqual(self.redis.cli("XDEL", stream(), eid), "1")
+        w2 = self.worker()
+        # Queued jobs are checked once they have waited 30 s.
+        self.wait_done(job["id"], timeout=60)
+        self.assert_ran_once(job["id"], w2.id)
+        self.wait_empty()
+
+    def test_guarantee1_running_job_lost_with_redis_runs_again(self):
+        # The worker dies and Redis loses the message with it: only the
+        # database knows the job, and the reconciler runs it again after its
+        # timeout plus two leases (plus a margin of 10 s).
+        srv = self.server()
+        a = self.worker()
+        job = srv.submit("sleep", payload={"ms": 1500}, timeout_seconds=2)
+        self.wait_done(job["id"], "running")
+        a.kill9()
+        self.redis.cli("FLUSHALL")
+        b = self.worker()
+        done = self.wait_done(job["id"], timeout=60)
+        self.assertEqual(done["attempts"], 2)
+        self.assertEqual(done["worker_id"], b.id)
+        atts = srv.attempts(job["id"])
+        self.assertEqual([(x["attempt"], x["outcome"]) for x in atts],
+                         [(1, "lost"), (2, "completed")], atts)
+        self.assertGreaterEqual(ts(atts[1]["started_at"]) - ts(atts[0]["started_at"]), 2000 + 4000)
+        self.wait_empty()
+
+
 class Guarantee1AofTest(Cluster):
     redis_appendonly = True
 
@@ -395,6 +456,30 @@ class Guarantee1ControlPlaneTest(Cluster):
         self.wait_empty()
         nxt = srv.submit("noop")
         self.wait_done(nxt["id"])
+
+
+class Guarantee4Test(Cluster):
+    def test_guarantee4_worker_stopped_before_its_report_is_durable(self):
+        # The worker cannot report (the control plane is down) and is told to
+        # stop: it leaves the message unacknowledged, so the job runs again.
+        srv = self.server()
+        a = self.worker("--drain-timeout", "1")
+        job = srv.submit("sleep", payload={"ms": 300})
+        self.wait_done(job["id"], "running")
+        port = srv.port
+        self.assertEqual(srv.stop(), 0, srv.log())
+        time.sleep(1.0)  # the job is over; its report cannot get through
+        a.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(a.proc.wait(20), 0, a.log())
+        self.assertEqual(rjson(self.redis, "XPENDING", stream(), "jobplane")[0], 1)
+        srv = self.server(port=port)
+        b = self.worker()
+        done = self.wait_done(job["id"])
+        self.assertEqual(done["worker_id"], b.id)
+        atts = srv.attempts(job["id"])
+        self.assertEqual([(x["attempt"], x["outcome"]) for x in atts],
+                         [(1, "lost"), (2, "completed")], atts)
+        self.wait_empty()
 
 
 class Guarantee1RedisDownTest(Cluster):
@@ -470,7 +555,7 @@ class Guarantee1PostgresTest(Cluster):
         deadline = time.monotonic() + 90
         jobs = []
         for i in range(50):
-            if i == 20:
+            if i in (15, 35):
                 self.pg.restart(mode)
             jobs.append(self.create_retrying(srv, i, deadline))
         self.assertEqual(len({j["id"] for j in jobs}), 50)
