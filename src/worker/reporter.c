@@ -70,9 +70,11 @@ static void flush_api(void *arg, jp_batch_item **items, size_t n)
     json_t *results = rc == 0 ? json_object_get(resp, "results") : NULL;
     if (rc == 0 && status != 200) {
         /* 5xx, 401/403: nothing is known to be durable. */
-        jp_client_api_error(status, resp, &err);
+        jp_err why;
+        jp_err_clear(&why);
+        jp_client_api_error(status, resp, &why);
         rc = jp_err_set(&err, JP_EUNAVAIL, "the control plane refused the reports: %s",
-                        jp_err_msg(&err));
+                        jp_err_msg(&why));
     } else if (rc == 0 && json_array_size(results) != sent) {
         rc = jp_err_set(&err, JP_EUNAVAIL, "the control plane answered %zu verdicts for %zu reports",
                         json_array_size(results), sent);
