@@ -98,6 +98,23 @@ def proc_status(pid, field, scale=1024):
     return None
 
 
+def mem_rollup(pid):
+    """RSS split from /proc/PID/smaps_rollup, in KiB: how much is shared-library
+    pages (Rss_File), how much the process's own (Rss_Anon), and its
+    proportional share (Pss)."""
+    out = {}
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Anonymous", "Shared_Clean",
+                         "Private_Clean", "Private_Dirty"):
+                    out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
+
+
 def read_first(path, default=""):
     try:
         with open(path) as f:
@@ -264,6 +281,8 @@ class CpuSampler:
             g = self._group(pid, procs, mine)
             if d > 0:
                 deltas[g] += d
+                if g == "postgres":
+                    tdeltas[(g, pid)] = d  # one backend per connection: its busiest
             if g in ("server", "worker"):
                 for tid, tt in self._threads(pid).items():
                     tnow[tid] = tt
@@ -314,7 +333,7 @@ class CpuSampler:
                 row = dict({"wall": round(a["wall"], 2)},
                            **{g: round(100 * a[g] / w, 1) for g in CPU_GROUPS})
                 # The busiest single thread: near 100 means one thread is the limit.
-                for g in ("server", "worker"):
+                for g in ("server", "worker", "postgres"):
                     row[g + "_hottest_thread"] = round(100 * max(
                         [v for (gg, _), v in h.items() if gg == g] or [0.0]) / w, 1)
                 out[k[len(prefix):]] = row
@@ -576,7 +595,9 @@ class Bench:
             out = {"server": proc_status(s.proc.pid, "VmRSS"),
                    "workers": [proc_status(w.proc.pid, "VmRSS") for w in ws],
                    "server_threads": proc_status(s.proc.pid, "Threads", 1),
-                   "worker_threads": [proc_status(w.proc.pid, "Threads", 1) for w in ws]}
+                   "worker_threads": [proc_status(w.proc.pid, "Threads", 1) for w in ws],
+                   "server_kib": mem_rollup(s.proc.pid),
+                   "workers_kib": [mem_rollup(w.proc.pid) for w in ws]}
         finally:
             api.close()
             self.stop_workers(ws, peaks)
@@ -925,7 +946,7 @@ def render_rows(head, rows, left=2):
 
 def render_cpu(setups, results):
     head = ["set-up", "phase", "wall s"] + list(CPU_GROUPS) + [
-        "server 1 thread", "worker 1 thread"]
+        "server 1 thread", "worker 1 thread", "PG 1 backend"]
     rows = []
     for s in setups:
         cpu = median_run(results[s]).get("cpu_percent", {})
@@ -934,7 +955,8 @@ def render_cpu(setups, results):
                 c = cpu[ph]
                 rows.append([s, ph, "%.1f" % c["wall"]] + ["%.0f" % c[g] for g in CPU_GROUPS] +
                             ["%.0f" % c.get("server_hottest_thread", 0),
-                             "%.0f" % c.get("worker_hottest_thread", 0)])
+                             "%.0f" % c.get("worker_hottest_thread", 0),
+                             "%.0f" % c.get("postgres_hottest_thread", 0)])
     return render_rows(head, rows)
 
 
@@ -1076,7 +1098,9 @@ def main():
     text.append(table)
     text.append("")
     text.append("where the CPU went, in % of one core (the run with the median drain; "
-                "\"other\" is every process not of this benchmark):")
+                "\"other\" is every process not of this benchmark; the last three columns: "
+                "the busiest single thread of the server, of a worker, and the busiest "
+                "PostgreSQL backend):")
     text.append("")
     text.append(render_cpu(setups, results))
     costs = render_costs(setups, results)

@@ -1,6 +1,9 @@
 /* The job state machine: which event is allowed in which state, and what it writes. */
 #include "core/state.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include <pthread.h>
 
 /* Error objects the transitions hand out by reference. Made once and never
@@ -46,6 +49,11 @@ static int start(jp_jstate *s, const jp_event *ev, jp_effects *f, jp_err *err)
                               s->attempts);
         break;
     case JP_ST_RUNNING:
+        /* The same worker saying so again (its first answer was lost, say
+         * to a database restart during the commit): yes, it is still its. */
+        if (n == s->attempts && ev->worker_id && s->worker_id[0] &&
+            strcmp(ev->worker_id, s->worker_id) == 0)
+            return 0;
         if (n == s->attempts)
             return jp_err_set(err, JP_ECONFLICT, "attempt %d is already running", n);
         if (n < s->attempts)
@@ -85,6 +93,7 @@ static int start(jp_jstate *s, const jp_event *ev, jp_effects *f, jp_err *err)
     s->started_at_ms = ev->now_ms;
     s->completed_at_ms = 0;
     f->set_worker = true;
+    snprintf(s->worker_id, sizeof s->worker_id, "%s", ev->worker_id ? ev->worker_id : "");
     f->open_attempt = true;
     f->open_n = n;
     f->set_error = true;

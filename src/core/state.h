@@ -51,6 +51,7 @@ typedef struct jp_jstate {
     int64_t run_at_ms;
     int64_t started_at_ms;
     int64_t completed_at_ms;
+    char worker_id[JP_WORKER_ID_MAX + 1]; /* who runs the current attempt; "" if unknown */
 } jp_jstate;
 
 /* What a transition asks the store to write besides the jp_jstate columns. */

@@ -44,9 +44,14 @@ int jp_auth_load(const char *path, jp_auth **ret, jp_err *err)
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
+        /* A comment starts the line or follows blanks; inside a token '#'
+         * is an ordinary character. */
+        for (char *h = line; (h = strchr(h, '#')); h++) {
+            if (h == line || isspace((unsigned char)h[-1])) {
+                *h = '\0';
+                break;
+            }
+        }
         char role[32], token[TOKEN_MAX + 2], extra[2];
         int got = sscanf(line, "%31s %257s %1s", role, token, extra);
         if (got <= 0)

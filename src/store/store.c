@@ -124,7 +124,7 @@ static const jp_sql_def sql_defs[SQL__COUNT] = {
     [SQL_JOB_BY_IDEM] = {"SELECT " JOB_COLS " FROM jobs WHERE idempotency_key = $1", 0},
     [SQL_JOB_EXISTS] = {"SELECT 1 FROM jobs WHERE id = $1", 0},
     [SQL_STATE_GET] = {"SELECT status, attempts, attempt_base, max_attempts, run_at,"
-                       " started_at, completed_at FROM jobs WHERE id = $1",
+                       " started_at, completed_at, worker_id FROM jobs WHERE id = $1",
                        JP_SQLF_LOCK},
     /* One statement for every transition; the flags $10/$12/$14 say which of
      * worker_id, result and error the transition sets. */
@@ -787,6 +787,8 @@ static int load_state(jp_conn *c, const char *id, jp_jstate *st, bool *status_ok
         st->run_at_ms = col_ms(q, 4);
         st->started_at_ms = col_ms(q, 5);
         st->completed_at_ms = col_ms(q, 6);
+        const char *w = jp_stmt_text(q, 7);
+        snprintf(st->worker_id, sizeof st->worker_id, "%s", w ? w : "");
         rc = 0;
     } else if (rc == JP_DB_DONE) {
         rc = 1;

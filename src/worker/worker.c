@@ -286,6 +286,15 @@ static void *runner_main(void *arg)
 
 /* --- fetching --- */
 
+/* Whether a slot already holds a message for `job_id`. Locked. */
+static bool running_here(jp_worker *w, const char *job_id)
+{
+    for (size_t i = 0; i < w->nslots; i++)
+        if (w->slots[i].busy && strcmp(w->slots[i].msg.job_id, job_id) == 0)
+            return true;
+    return false;
+}
+
 static void *fetch_main(void *arg)
 {
     jp_worker *w = arg;
@@ -339,6 +348,15 @@ static void *fetch_main(void *arg)
         pthread_mutex_lock(&w->mu);
         size_t at = 0;
         for (size_t i = 0; i < n; i++) {
+            if (running_here(w, msgs[i].job_id)) {
+                /* A second message for a job this worker already has (the
+                 * reconciler sent it again): the first one covers it. */
+                pthread_mutex_unlock(&w->mu);
+                ack(w, &msgs[i]);
+                jp_qmsgs_done(&msgs[i], 1);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             while (w->slots[at].busy)
                 at++;
             slot *s = &w->slots[at];

@@ -325,6 +325,24 @@ class StartupTest(unittest.TestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertIn("no-such-file", out)
 
+    def test_token_with_a_hash_is_not_cut_short(self):
+        # "#" may start a comment, but a token that holds one must not turn
+        # into its (shorter, weaker) prefix.
+        full = "abcdefghijklmnop#qrstuvwxyz0123"
+        path = write_tokens(self.dir, "client %s\nadmin %s\n" % (full, ADMIN), "hash")
+        srv = harness.Server(["--tokens", path, "--workers", "0"], tmpdir=self.dir)
+        try:
+            srv.start()
+        except AssertionError:
+            return  # refusing such a file is fine
+        try:
+            st, body, _ = srv.get("/api/v1/jobs", headers=bearer(full[:16]))
+            self.assertEqual(st, 401, "the token's prefix before '#' is accepted")
+            st, body, _ = srv.get("/api/v1/jobs", headers=bearer(full))
+            self.assertEqual(st, 200, body)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log())
+
     def test_without_tokens_serves_loopback_only(self):
         srv = harness.Server(["--workers", "0"], tmpdir=self.dir)
         srv.args += ["--listen", "0.0.0.0:%d" % srv.port]  # after the harness's own --listen

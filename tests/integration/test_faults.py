@@ -135,7 +135,7 @@ class Guarantee2Test(Cluster):
         t0 = time.monotonic()
         b = self.worker()
         done = self.wait_done(job["id"], timeout=60)
-        self.assertGreater(time.monotonic() - t0, 1.5, "taken over before the lease lapsed")
+        self.assertGreater(time.monotonic() - t0, 1.0, "taken over before the lease lapsed")
         self.assertEqual(done["attempts"], 2)
         self.assertEqual(done["worker_id"], b.id)
         atts = srv.attempts(job["id"])
@@ -410,7 +410,7 @@ class Guarantee1AofTest(Cluster):
         self.wait_empty()
 
 
-class Guarantee1ControlPlaneTest(Cluster):
+class ControlPlaneTest(Cluster):
     def test_guarantee1_control_plane_killed_between_commit_and_enqueue(self):
         srv = self.server(env={"JOBPLANE_FAULT": "crash-before-enqueue"})
         broke = False

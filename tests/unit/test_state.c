@@ -159,6 +159,33 @@ static void test_start_takeover_closes_old_attempt(void **state)
     assert_false(fx.refuse);
 }
 
+static void test_start_repeated_by_same_worker_is_accepted_unchanged(void **state)
+{
+    /* Its first answer was lost: the worker asks again and may run it. */
+    jp_jstate s = job_in(JP_ST_QUEUED, 0);
+    jp_event ev = ev_of(JP_EV_START, 1);
+    apply_ok(&s, &ev);
+    assert_string_equal(s.worker_id, "w1");
+    jp_jstate before = s;
+    jp_effects fx = apply_ok(&s, &ev);
+    assert_memory_equal(&s, &before, sizeof s);
+    assert_false(fx.open_attempt);
+    assert_false(fx.close_attempt);
+    assert_false(fx.set_worker);
+    assert_false(fx.refuse);
+}
+
+static void test_start_repeated_by_another_worker_is_refused(void **state)
+{
+    jp_jstate s = job_in(JP_ST_QUEUED, 0);
+    jp_event ev = ev_of(JP_EV_START, 1);
+    apply_ok(&s, &ev);
+    ev.worker_id = "w2";
+    apply_refused(s, &ev, JP_ECONFLICT, "already running");
+    ev.worker_id = NULL;
+    apply_refused(s, &ev, JP_ECONFLICT, "already running");
+}
+
 static void test_start_poison_from_queued(void **state)
 {
     /* three deliveries made, none reported: the fourth is one too many */
@@ -480,6 +507,8 @@ int main(void)
         cmocka_unit_test(test_start_rejects_stale_attempt),
         cmocka_unit_test(test_start_refused_when_scheduled_or_terminal),
         cmocka_unit_test(test_start_takeover_closes_old_attempt),
+        cmocka_unit_test(test_start_repeated_by_same_worker_is_accepted_unchanged),
+        cmocka_unit_test(test_start_repeated_by_another_worker_is_refused),
         cmocka_unit_test(test_start_poison_from_queued),
         cmocka_unit_test(test_start_poison_on_takeover),
         cmocka_unit_test(test_poisoned_job_is_terminal),
