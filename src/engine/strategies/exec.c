@@ -15,7 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -290,37 +290,156 @@ static void set_nonblock(int fd)
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Starts the child in its own process group with the pipes as 0, 1, 2 and
- * nothing else open. Returns 0 or an errno value. */
+/* The guardian is the process between this process and the program: the
+ * leader of the program's process group. If the thread that started it dies
+ * (its process killed with SIGKILL, say), the kernel sends it SIGHUP
+ * (PR_SET_PDEATHSIG) and it kills the whole group, so no job's processes run
+ * on beside the attempt that replaces them. It runs in a child forked from a
+ * threaded process: only async-signal-safe calls from here on. */
+static void guardian_on_parent_death(int sig)
+{
+    (void)sig;
+    kill(0, SIGKILL);
+}
+
+static void report_errno_and_exit(int status_w, int e)
+{
+    ssize_t w = write(status_w, &e, sizeof e);
+    (void)w;
+    _exit(127);
+}
+
+/* The program's side: standard streams, signals as if fresh, no other fd. */
+static void become_program(const spec *sp, const char *path, int in_r, int out_w, int err_w,
+                           int status_w)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP, internal ones */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+        report_errno_and_exit(status_w, errno);
+    if (sp->cwd && chdir(sp->cwd) < 0)
+        report_errno_and_exit(status_w, errno);
+    /* Every fd is close-on-exec already; this also covers fds that another
+     * thread's library opened without the flag. status_w is one of them. */
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) < 0)
+        for (int fd = 3; fd < 65536; fd++)
+            if (fd != status_w)
+                close(fd);
+    execve(path, sp->argv, sp->envp);
+    report_errno_and_exit(status_w, errno);
+}
+
+/* Closes every fd from 3 up except those in keep[0..n) (sorted here). */
+static void close_all_but(int *keep, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned lo = 3;
+    for (int i = 0; i <= n; i++) {
+        unsigned hi = i < n ? (unsigned)keep[i] : ~0U;
+        if (i < n && keep[i] < 3)
+            continue;
+        if (hi > lo && syscall(SYS_close_range, lo, hi - 1, 0U) < 0)
+            for (unsigned fd = lo; fd < hi && fd < 65536; fd++)
+                close((int)fd);
+        if (i < n)
+            lo = (unsigned)keep[i] + 1;
+    }
+}
+
+static void guardian(const spec *sp, const char *path, int in_r, int out_w, int err_w,
+                     int status_w, pid_t parent)
+{
+    struct sigaction sa;
+    sigset_t mask;
+    int st;
+    int keep[4] = {in_r, out_w, err_w, status_w};
+
+    /* Our copies of this process's ends of the pipes would keep the program
+     * from ever seeing the end of its input. */
+    close_all_but(keep, 4);
+    setpgid(0, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = guardian_on_parent_death;
+    sigaction(SIGHUP, &sa, NULL);
+    sigfillset(&mask);
+    sigdelset(&mask, SIGHUP);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGHUP);
+    if (getppid() != parent) /* it died before the request took hold */
+        kill(0, SIGKILL);
+
+    pid_t pid = fork();
+    if (pid < 0)
+        report_errno_and_exit(status_w, errno);
+    if (pid == 0)
+        become_program(sp, path, in_r, out_w, err_w, status_w);
+    close(in_r);
+    close(out_w);
+    close(err_w);
+    close(status_w);
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            _exit(127);
+    if (WIFEXITED(st))
+        _exit(WEXITSTATUS(st));
+    /* Die the same way, so the worker sees the program's signal. */
+    int sig = WTERMSIG(st);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    sigemptyset(&mask);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    kill(getpid(), sig);
+    _exit(128 + sig);
+}
+
+/* Starts the program under its guardian, in a process group of their own,
+ * with the pipes as 0, 1, 2 and nothing else open. *ret_pid is the
+ * guardian's pid, which is also the group's id; it exits as the program
+ * does. Returns 0 or an errno value (the program could not be started). */
 static int spawn(const spec *sp, const char *path, int in_r, int out_w, int err_w, pid_t *ret_pid)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    int rc;
-
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_adddup2(&fa, in_r, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
-    if (sp->cwd)
-        posix_spawn_file_actions_addchdir_np(&fa, sp->cwd);
-    /* Every fd is close-on-exec already; this also covers fds that another
-     * thread's library opened without the flag. */
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    sigemptyset(&none);
-    sigfillset(&all);
-    /* Ignored signals (the server ignores SIGPIPE) would otherwise stay ignored. */
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    rc = posix_spawn(ret_pid, path, &fa, &attr, sp->argv, sp->envp);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc;
+    int status[2];
+    if (pipe2(status, O_CLOEXEC) < 0)
+        return errno;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(status[0]);
+        close(status[1]);
+        return e;
+    }
+    if (pid == 0) {
+        close(status[0]);
+        guardian(sp, path, in_r, out_w, err_w, status[1], parent);
+    }
+    close(status[1]);
+    /* End of file: the program was exec'd. An errno: it could not be. */
+    int e = 0;
+    ssize_t n;
+    while ((n = read(status[0], &e, sizeof e)) < 0 && errno == EINTR)
+        ;
+    close(status[0]);
+    if (n == (ssize_t)sizeof e && e != 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return e;
+    }
+    *ret_pid = pid;
+    return 0;
 }
 
 /* write() that cannot raise SIGPIPE in this process when the child has
