@@ -714,8 +714,11 @@ static int mode_batch(const opts *o)
     char *req_last = body_last ? build_request(o, "POST", "/api/v1/jobs/batch", body_last,
                                                &last_len)
                                : NULL;
-    if (runner_init(&rn, o) < 0)
-        return 1;
+    int rc = 0;
+    if (runner_init(&rn, o) < 0) {
+        rc = 1;
+        goto out;
+    }
     rn.req = req;
     rn.req_len = len;
     rn.tag = o->batch;
@@ -734,11 +737,12 @@ static int mode_batch(const opts *o)
     print_latency("request_latency", &rn.lat);
     printf("}\n");
     runner_done(&rn);
+out:
     free(req);
     free(req_last);
     free(body);
     free(body_last);
-    return 0;
+    return rc;
 }
 
 /* ---- latency: one connection, one job at a time ---- */

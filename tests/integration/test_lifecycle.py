@@ -205,11 +205,14 @@ class RunTest(harness.unittest.TestCase):
                                                             pidf, bgf]})
         harness.wait_until(lambda: os.path.exists(bgf), timeout=10, what="the command to start")
         with open(pidf) as f:
-            pgid = int(f.read())
+            shell = int(f.read())
         with open(bgf) as f:
             bg = int(f.read())
-        # The shell leads its own group, and the background sleep is in it.
-        self.assertEqual(os.getpgid(pgid), pgid)
+        # The command runs in a group of its own (led by its exec guardian),
+        # and the background sleep is in it too.
+        pgid = os.getpgid(shell)
+        self.assertNotEqual(pgid, os.getpgid(0))
+        self.assertNotEqual(pgid, os.getpgid(self.srv.proc.pid))
         self.assertEqual(os.getpgid(bg), pgid)
         self.assertTrue(harness.group_alive(pgid))
         self.assertEqual(self.srv.job(job["id"])["status"], "running")
@@ -231,7 +234,7 @@ class RunTest(harness.unittest.TestCase):
         job = self.srv.submit("exec", payload={"command": ["/bin/sh", "-c", script, "sh", pidf]})
         harness.wait_until(lambda: os.path.exists(pidf), timeout=10, what="the command to start")
         with open(pidf) as f:
-            pgid = int(f.read())
+            pgid = os.getpgid(int(f.read()))
         self.assertTrue(harness.group_alive(pgid))
         st, body, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
         self.assertEqual(st, 200, body)

@@ -266,7 +266,8 @@ class StrategyTest(harness.unittest.TestCase):
                               timeout_seconds=1, max_attempts=1)
         harness.wait_until(lambda: os.path.exists(pidf), timeout=10, what="the command to start")
         with open(pidf) as f:
-            pgid = int(f.read())
+            pgid = os.getpgid(int(f.read()))
+        self.assertTrue(harness.group_alive(pgid))
         done = self.srv.wait_status(job["id"], "failed", timeout=10)
         self.assertEqual(done["error"]["code"], "timeout")
         harness.wait_until(lambda: not harness.group_alive(pgid), timeout=5,
