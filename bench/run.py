@@ -809,7 +809,26 @@ class Bench:
             msg += ", under %.0f/s p99 %.3f ms" % (r["load_rate"], r["load_latency"]["p99_ms"])
         log(msg)
         self.check_run(setup, rep, r)
+        r["log_problems"] = self.scan_logs(setup, rep, rdir)
         return r
+
+    def scan_logs(self, setup, rep, rdir):
+        """Warnings and errors the server and workers logged during the run."""
+        found = {}
+        for dirpath, _, files in os.walk(rdir):
+            for f in files:
+                if not f.endswith(".log"):
+                    continue
+                with open(os.path.join(dirpath, f), errors="replace") as fh:
+                    for line in fh:
+                        m = re.match(r"^\S+ (WARN|ERROR) (.*)", line)
+                        if m:
+                            key = "%s: %s" % (f, m.group(1))
+                            n, first = found.get(key, (0, m.group(2).strip()))
+                            found[key] = (n + 1, first)
+        for key, (n, first) in sorted(found.items()):
+            self.finding("%s run %d, %s x%d, first: %s" % (setup, rep, key, n, first[:200]))
+        return {k: {"count": n, "first": first} for k, (n, first) in found.items()}
 
     def check_run(self, setup, rep, r):
         """Records what looks wrong in the product, with the evidence."""
@@ -1020,29 +1039,36 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="one run with smaller counts, for development")
     ap.add_argument("--runs", type=int, help="runs per set-up (default 3; --quick: 1)")
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--enqueue-seconds", type=float)
-    ap.add_argument("--drain-jobs", type=int)
+    ap.add_argument("--connections", type=int, default=16,
+                    help="keep-alive connections of the enqueue, batch and load phases")
+    ap.add_argument("--enqueue-seconds", type=float,
+                    help="length of the enqueue phase (default 5; --quick: 2)")
+    ap.add_argument("--drain-jobs", type=int,
+                    help="jobs batch-enqueued, then drained (default 50000; --quick: 10000)")
     ap.add_argument("--drain-cap", type=float, default=120.0,
                     help="seconds a drain may take before its partial rate is reported")
-    ap.add_argument("--latency-jobs", type=int)
+    ap.add_argument("--latency-jobs", type=int,
+                    help="sequential jobs of the end-to-end phases (default 2000; --quick: 300)")
     ap.add_argument("--latency-cap", type=float, default=30.0,
                     help="seconds a latency measurement may take")
     ap.add_argument("--engine-threads", type=int, default=8,
                     help="embedded: --workers of the server (its default is 8)")
     ap.add_argument("--worker-concurrency", type=int, default=64,
                     help="distributed: --concurrency of each jobplane-worker")
-    ap.add_argument("--load-warmup", type=float, default=1.0)
+    ap.add_argument("--load-warmup", type=float, default=1.0,
+                    help="seconds the steady load runs before latency is measured beside it")
     ap.add_argument("--load-basis", choices=("combined", "min", "enqueue"), default="combined",
                     help="the peak the steady load is a fraction of: combined = "
                          "1/(1/enqueue + 1/drain), the rate at which jobs can be both taken "
                          "in and run (default); min = min(enqueue, drain); enqueue")
-    ap.add_argument("--load-fraction", type=float, default=0.5)
+    ap.add_argument("--load-fraction", type=float, default=0.5,
+                    help="the steady load as a fraction of the peak")
     ap.add_argument("--load-cap", type=float, default=40.0,
                     help="seconds the latency measurement under load may take")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds after start before idle RSS is read")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"),
+                    help="where latest.json and the dated copy go")
     ap.add_argument("--keep", action="store_true", help="keep the logs and data directory")
     args = ap.parse_args()
     if args.runs is None:

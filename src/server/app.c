@@ -71,7 +71,6 @@ void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n)
         memcpy(ops[nops].job_id, jobs[i]->id, sizeof ops[nops].job_id);
         ops[nops].ev.kind = JP_EV_ENQUEUED;
         ops[nops].ev.now_ms = now;
-        ops[nops].want_job = true; /* a worker may be quicker than this commit */
         nops++;
     }
     if (nops && jp_group_apply(app->group, ops, nops, &err) == 0) {
@@ -79,17 +78,21 @@ void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n)
         for (size_t i = 0; i < n && k < nops; i++) {
             if (jobs[i]->status != JP_ST_PENDING)
                 continue;
-            if (ops[k].job) {
-                /* The caller's record becomes the job as it now stands. */
+            jp_job *now_job = NULL;
+            if (ops[k].rc == 0) {
+                jobs[i]->status = JP_ST_QUEUED;
+                jobs[i]->updated_at_ms = now;
+            } else if (jp_store_get(app->store, jobs[i]->id, &now_job, NULL) == 0) {
+                /* A worker was quicker than this commit (rare): the caller's
+                 * record becomes the job as it now stands. */
                 jp_job tmp = *jobs[i];
-                *jobs[i] = *ops[k].job;
-                *ops[k].job = tmp;
+                *jobs[i] = *now_job;
+                *now_job = tmp;
+                jp_job_free(now_job);
             }
             k++;
         }
     }
-    for (size_t k = 0; k < nops; k++)
-        jp_job_free(ops[k].job);
     free(ops);
 }
 
