@@ -72,4 +72,4 @@ bench: deps $(BENCH_BUILD)/build.ninja
 	/usr/bin/python3 bench/run.py --build $(BENCH_BUILD) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
