@@ -216,6 +216,38 @@ class Postgres:
         return False
 
 
+# --- views of a test Redis, shared by the distributed tests ---
+
+PRIORITIES = ["emergency", "high", "normal", "low"]
+
+
+def stream(queue="default", priority="normal"):
+    """The stream key of a queue and priority (DESIGN.md §4)."""
+    return "jobplane:{%s}:%s" % (queue, priority)
+
+
+def rjson(redis, *args):
+    """A Redis command's reply, decoded from redis-cli's JSON output (RESP2)."""
+    import json
+    out = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json"] + [str(a) for a in args],
+                         check=True, capture_output=True, text=True, timeout=10).stdout
+    return json.loads(out)
+
+
+def xrange_entries(redis, key):
+    """XRANGE key - + as [(id, {field: value})]."""
+    return [(eid, dict(zip(f[0::2], f[1::2]))) for eid, f in rjson(redis, "XRANGE", key, "-", "+")]
+
+
+def read_file(path):
+    """The file's text, or "" while it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def main(argv):
     want_redis = "--redis" in argv
     want_pg = "--pg" in argv

@@ -15,36 +15,15 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import services  # noqa: E402
+from services import PRIORITIES, read_file, rjson, stream, xrange_entries  # noqa: E402
 
 ts = harness.parse_ts
 STRATS = ["--strategies", "noop,sleep,http,exec"]
-PRIORITIES = ["emergency", "high", "normal", "low"]
 WAIT = 30  # seconds: a generous bound for anything that should be quick
 
 
-def stream(queue="default", priority="normal"):
-    return "jobplane:{%s}:%s" % (queue, priority)
 
 
-def rjson(redis, *args):
-    """A Redis command's reply, decoded from redis-cli's JSON output (RESP2)."""
-    out = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json"] + [str(a) for a in args],
-                         check=True, capture_output=True, text=True, timeout=10).stdout
-    return json.loads(out)
-
-
-def xrange_entries(redis, key):
-    """XRANGE key - + as [(id, {field: value})]."""
-    return [(eid, dict(zip(f[0::2], f[1::2]))) for eid, f in rjson(redis, "XRANGE", key, "-", "+")]
-
-
-def read_file(path):
-    """The file's text, or "" while it does not exist."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def xlen(redis, key):
