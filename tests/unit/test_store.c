@@ -1154,6 +1154,124 @@ static void test_apply_batch_in_order_and_isolated(void **state)
     jp_job_free(j);
 }
 
+/* The events of job k of test_apply_batch_equals_one_by_one: a mix that
+ * opens, ends, retries and refuses attempts, several per job. */
+static size_t batch_events(size_t k, jp_event ev[4], json_t *result, json_t *error)
+{
+    int64_t t = T0 + (int64_t)k * 10;
+    ev[0] = ev_of(JP_EV_START, 1, t + 1);
+    ev[0].worker_id = k % 3 ? "w-a" : "w-b";
+    switch (k % 5) {
+    case 0:  /* completes */
+        ev[1] = ev_of(JP_EV_COMPLETE, 1, t + 2);
+        ev[1].result = result;
+        return 2;
+    case 1:  /* fails, is retried at once, starts again */
+        ev[1] = ev_of(JP_EV_FAIL, 1, t + 2);
+        ev[1].error = error;
+        ev[1].backoff_ms = 0;
+        ev[2] = ev_of(JP_EV_CANCEL, 0, t + 3);
+        ev[3] = ev_of(JP_EV_RETRY, 0, t + 4);
+        return 4;
+    case 2:  /* a stale report after the start */
+        ev[1] = ev_of(JP_EV_COMPLETE, 2, t + 2);
+        return 2;
+    case 3:  /* a report for a job never started: refused */
+        ev[0] = ev_of(JP_EV_COMPLETE, 1, t + 1);
+        return 1;
+    default: /* started twice by another worker: a take-over */
+        ev[1] = ev_of(JP_EV_START, 2, t + 2);
+        ev[1].worker_id = "w-c";
+        ev[2] = ev_of(JP_EV_FAIL, 2, t + 3);
+        ev[2].retryable = false;
+        ev[2].error = error;
+        return 3;
+    }
+}
+
+/* A batch of many jobs' changes (more rows than one statement carries)
+ * leaves every job, every attempt and every op's verdict as the same
+ * changes applied one at a time do. */
+static void test_apply_batch_equals_one_by_one(void **state)
+{
+    enum { JOBS = 150 };
+    fixture *f = *state;
+    jp_job *a[JOBS], *b[JOBS];
+    jp_store_op *ops = jp_xcalloc(JOBS * 4, sizeof *ops);
+    json_t *result = json_pack("{s:i}", "n", 7);
+    json_t *error = json_pack("{s:s,s:s}", "code", "exit_status", "message", "1");
+    jp_err err;
+    size_t n = 0;
+
+    for (size_t k = 0; k < JOBS; k++) {
+        a[k] = make_job("default", NULL, JP_ST_QUEUED);
+        b[k] = make_job("default", NULL, JP_ST_QUEUED);
+    }
+    assert_int_equal(jp_store_create(f->store, a, JOBS, NULL, &err), 0);
+    assert_int_equal(jp_store_create(f->store, b, JOBS, NULL, &err), 0);
+    /* Interleaved across jobs, as a group commit gathers them. */
+    for (size_t step = 0; step < 4; step++) {
+        for (size_t k = 0; k < JOBS; k++) {
+            jp_event ev[4];
+            if (step < batch_events(k, ev, result, error)) {
+                ops[n].ev = ev[step];
+                ops[n].want_job = k % 7 == 0;
+                memcpy(ops[n].job_id, a[k]->id, sizeof ops[n].job_id);
+                n++;
+            }
+        }
+    }
+    assert_int_equal(jp_store_apply(f->store, ops, n, &err), 0);
+
+    size_t i = 0;
+    for (size_t step = 0; step < 4; step++) {
+        for (size_t k = 0; k < JOBS; k++) {
+            jp_event ev[4];
+            if (step >= batch_events(k, ev, result, error))
+                continue;
+            jp_store_op one = {.ev = ev[step], .want_job = true};
+            memcpy(one.job_id, b[k]->id, sizeof one.job_id);
+            assert_int_equal(jp_store_apply(f->store, &one, 1, &err), 0);
+            assert_int_equal(ops[i].rc, one.rc);
+            assert_int_equal(ops[i].refused, one.refused);
+            if (one.rc == 0) {
+                assert_int_equal(ops[i].before, one.before);
+                assert_int_equal(ops[i].after, one.after);
+            }
+            if (ops[i].want_job) {  /* the job as that op left it, not as the batch did */
+                assert_non_null(ops[i].job);
+                memcpy(ops[i].job->id, one.job->id, sizeof one.job->id);
+                assert_jobs_equal(ops[i].job, one.job);
+            } else {
+                assert_null(ops[i].job);
+            }
+            jp_job_free(one.job);
+            jp_job_free(ops[i].job);
+            i++;
+        }
+    }
+    assert_int_equal(i, n);
+    for (size_t k = 0; k < JOBS; k++) {
+        jp_job *ja = get(f->store, a[k]->id), *jb = get(f->store, b[k]->id);
+        memcpy(ja->id, jb->id, sizeof ja->id);
+        assert_jobs_equal(ja, jb);
+        json_t *aa = attempts_of(f->store, a[k]->id), *ab = attempts_of(f->store, b[k]->id);
+        assert_int_equal(json_array_size(aa) == 0, k % 5 == 3);
+        assert_true(json_equal(aa, ab));
+        json_decref(aa);
+        json_decref(ab);
+        jp_job_free(ja);
+        jp_job_free(jb);
+    }
+    for (size_t k = 0; k < JOBS; k++) {
+        jp_job_free(a[k]);
+        jp_job_free(b[k]);
+    }
+    json_decref(result);
+    json_decref(error);
+    free(ops);
+}
+
 static void test_apply_failed_transaction_changes_nothing(void **state)
 {
     fixture *f = *state;
@@ -1882,6 +2000,7 @@ int main(void)
         T(test_apply_close_of_unrecorded_start_adds_row),
         T(test_apply_want_job_returns_updated_job),
         T(test_apply_batch_in_order_and_isolated),
+        T(test_apply_batch_equals_one_by_one),
         T(test_apply_failed_transaction_changes_nothing),
         T(test_attempts_of_missing_job_not_found),
         T(test_concurrent_threads_stay_consistent),
