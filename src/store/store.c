@@ -68,6 +68,14 @@ static const char *const migrations[] = {
     " outcome TEXT NOT NULL,"
     " error TEXT,"
     " PRIMARY KEY (job_id, attempt))",
+    /* A change of status rewrites an entry in every index of the row that
+     * covers the new version (PostgreSQL cannot update in place while an
+     * indexed column changes): indexes that serve a few rows are partial,
+     * so the running and finishing of a job do not touch them. */
+    "DROP INDEX jobs_status_run_at;"
+    "CREATE INDEX jobs_due ON jobs (run_at) WHERE status = 'scheduled';"
+    "DROP INDEX jobs_key_id;"
+    "CREATE INDEX jobs_key_id ON jobs (key, id) WHERE key IS NOT NULL",
 };
 #define MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -152,10 +160,11 @@ static const jp_sql_def sql_defs[SQL__COUNT] = {
                            " FROM attempts WHERE job_id = $1 ORDER BY attempt",
                            0},
     [SQL_COUNTS] = {"SELECT status, COUNT(*) FROM jobs GROUP BY status", 0},
-    [SQL_DUE_IDS] = {"SELECT id FROM jobs WHERE status = $1 AND run_at <= $2"
-                     " ORDER BY run_at LIMIT $3",
+    /* The status is written out so the partial index jobs_due serves. */
+    [SQL_DUE_IDS] = {"SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= $1"
+                     " ORDER BY run_at LIMIT $2",
                      JP_SQLF_LOCK | JP_SQLF_SKIP_LOCKED},
-    [SQL_NEXT_DUE] = {"SELECT MIN(run_at) FROM jobs WHERE status = $1", 0},
+    [SQL_NEXT_DUE] = {"SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'", 0},
     [SQL_SCAN_FIRST] = {"SELECT " JOB_COLS " FROM jobs WHERE status = $1 ORDER BY id LIMIT $2",
                         0},
     [SQL_SCAN_AFTER] = {"SELECT " JOB_COLS " FROM jobs WHERE status = $1 AND id > $2"
@@ -1415,9 +1424,8 @@ int jp_store_promote_due(jp_store *s, int64_t now_ms, jp_status to, size_t limit
         return rc;
 
     STMT(c, SQL_DUE_IDS, q, err);
-    jp_stmt_bind_text(q, 1, jp_status_name(JP_ST_SCHEDULED));
-    jp_stmt_bind_int64(q, 2, now_ms);
-    jp_stmt_bind_int64(q, 3, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    jp_stmt_bind_int64(q, 1, now_ms);
+    jp_stmt_bind_int64(q, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
     while ((rc = jp_stmt_step(q, err)) == JP_DB_ROW) {
         if (nops == cap) {
             cap = cap ? cap * 2 : 16;
@@ -1449,7 +1457,6 @@ int jp_store_promote_due(jp_store *s, int64_t now_ms, jp_status to, size_t limit
         goto fail;
 
     STMT(c, SQL_NEXT_DUE, q, err);
-    jp_stmt_bind_text(q, 1, jp_status_name(JP_ST_SCHEDULED));
     rc = jp_stmt_step(q, err);
     if (rc == JP_DB_ROW)
         next_due = col_ms(q, 0);

@@ -29,10 +29,24 @@
 
 #define MAX_QUEUES 64
 
+typedef enum {
+    SLOT_FREE,
+    SLOT_STARTING,  /* fetched; its start being recorded */
+    SLOT_READY,     /* started; waiting for a runner */
+    SLOT_RUNNING,
+    SLOT_DONE,      /* ran; its outcome being recorded */
+} slot_state;
+
+/* A message this worker holds, from fetch to acknowledgement. */
 typedef struct slot {
-    bool busy;
-    jp_qmsg msg;   /* owns msg.data while busy */
-    jp_task *task; /* set while the job runs */
+    slot_state state;
+    jp_qmsg msg;           /* owns msg.data unless free */
+    jp_job *job;           /* parsed from msg.data once started */
+    jp_task *task;         /* from the start on: cancel reaches it */
+    jp_outcome out;        /* the run's outcome */
+    bool ok;               /* the run succeeded */
+    bool shutdown;         /* stopped by this worker's shutdown */
+    json_t *shutdown_error;
 } slot;
 
 struct jp_worker {
@@ -52,19 +66,27 @@ struct jp_worker {
     pthread_mutex_t mu;
     pthread_cond_t slot_freed;  /* fetch waits for a free slot */
     pthread_cond_t work;        /* runners wait for a ready slot */
+    pthread_cond_t done_cv;     /* the finisher waits for slots that ran */
     pthread_cond_t hb_cv;       /* heartbeat's sleep, cut short on stop */
+    /* Slots outnumber runners: a slot stays held while its outcome is
+     * being recorded, and the runner goes on meanwhile. */
     size_t nslots;
     slot *slots;
     size_t *ready;              /* ring of slot indexes ready to run */
     size_t ready_head, ready_n;
-    size_t inflight;            /* busy slots */
-    bool fetch_done;
+    size_t *done;               /* slots that ran, for the finisher */
+    size_t done_n;
+    size_t inflight;            /* slots not free */
+    size_t starting;            /* slots whose start is being recorded */
+    size_t running;             /* runners running a job */
+    bool runners_done;
+    bool finisher_stop;
     bool hb_stop;
 
     atomic_bool stopping;       /* take no more messages */
     atomic_bool abandoning;     /* past the drain timeout */
 
-    pthread_t fetch_thread, hb_thread;
+    pthread_t fetch_thread, hb_thread, finisher_thread;
     pthread_t *runners;
     size_t nrunners;
 };
@@ -76,12 +98,9 @@ const char *jp_worker_id(const jp_worker *w)
 
 /* --- acknowledgements, batched across runners --- */
 
-static void flush_acks(void *arg, jp_batch_item **items, size_t n)
+/* Acknowledges msgs[0..n) in one round trip, with a few tries. */
+static void ack_many(jp_worker *w, jp_qmsg *msgs, size_t n)
 {
-    jp_worker *w = arg;
-    jp_qmsg *msgs = jp_xmalloc(n * sizeof *msgs);
-    for (size_t i = 0; i < n; i++)
-        msgs[i] = *(jp_qmsg *)items[i]->data;
     jp_err err;
     jp_err_clear(&err);
     int rc = 0;
@@ -95,6 +114,15 @@ static void flush_acks(void *arg, jp_batch_item **items, size_t n)
     if (rc < 0)
         jp_warn("cannot acknowledge %zu message(s): %s; they will be dropped after their lease",
                 n, jp_err_msg(&err));
+}
+
+static void flush_acks(void *arg, jp_batch_item **items, size_t n)
+{
+    jp_worker *w = arg;
+    jp_qmsg *msgs = jp_xmalloc(n * sizeof *msgs);
+    for (size_t i = 0; i < n; i++)
+        msgs[i] = *(jp_qmsg *)items[i]->data;
+    ack_many(w, msgs, n);
     for (size_t i = 0; i < n; i++)
         items[i]->rc = 0;
     free(msgs);
@@ -175,87 +203,115 @@ static void refuse_message(jp_worker *w, jp_qmsg *msg, const char *code, const c
     ack(w, msg);
 }
 
-static void set_task(jp_worker *w, slot *s, jp_task *task)
+/* --- the life of a slot: fetched → started → run → reported --- */
+
+/* Frees what a slot holds and makes it free. Locked. */
+static void slot_release(jp_worker *w, slot *s)
 {
-    pthread_mutex_lock(&w->mu);
-    s->task = task;
-    pthread_mutex_unlock(&w->mu);
+    jp_qmsgs_done(&s->msg, 1);
+    jp_job_free(s->job);
+    jp_task_free(s->task);
+    jp_outcome_done(&s->out);
+    json_decref(s->shutdown_error);
+    s->job = NULL;
+    s->task = NULL;
+    s->shutdown_error = NULL;
+    s->state = SLOT_FREE;
+    w->inflight--;
+    pthread_cond_broadcast(&w->slot_freed);
 }
 
-static void run_slot(jp_worker *w, slot *s)
+/* Parses a fetched message into its slot, or refuses it (recorded as a
+ * failed attempt and acknowledged). true when the slot may start. */
+static bool slot_prepare(jp_worker *w, slot *s)
 {
     jp_qmsg *msg = &s->msg;
     jp_job *job = NULL;
     int carried = 0;
     jp_err err;
-    jp_store_op op;
-    jp_outcome out = {0};
-    jp_task *task = NULL;
 
     jp_err_clear(&err);
     if (!msg->data) {
         refuse_message(w, msg, "bad_message", "the message has no usable job_data", false);
-        return;
+        return false;
     }
     if (jp_job_from_message(msg->data, &job, &carried, &err) < 0) {
         char why[JP_ERR_MSG_MAX + 32];
         snprintf(why, sizeof why, "bad job_data: %s", jp_err_msg(&err));
         refuse_message(w, msg, "bad_message", why, false);
-        return;
+        return false;
     }
     if (strcmp(job->id, msg->job_id) != 0) {
         refuse_message(w, msg, "bad_message", "job_data names another job", false);
-        goto out;
+        jp_job_free(job);
+        return false;
     }
     if (!jp_engine_has(w->engine, job->strategy)) {
         char why[JP_NAME_MAX + 128];
         snprintf(why, sizeof why, "worker %s does not run strategy \"%s\"", w->id, job->strategy);
         refuse_message(w, msg, "unknown_strategy", why, true);
-        goto out;
+        jp_job_free(job);
+        return false;
     }
+    s->job = job;
+    return true;
+}
 
-    if (atomic_load(&w->abandoning))
-        goto out; /* shutting down: the message goes to another worker after its lease */
-    /* Visible to cancel before the claim is recorded, so none slips by. */
-    task = jp_task_new((int64_t)job->timeout_seconds * 1000);
-    set_task(w, s, task);
-    init_op(w, &op, job->id, JP_EV_START, msg->attempt);
-    if (report(w, &op, 1) < 0)
-        goto out;  /* never recorded: leave it to the lease */
-    if (op.rc < 0 || op.refused) {
-        /* Cancelled, done, run by someone else, or poison: drop it. */
-        jp_debug("job %s attempt %d not run: %s", job->id, msg->attempt, jp_err_msg(&op.err));
-        ack(w, msg);
-        goto out;
+/* Records the start of every fetched slot in one report, then hands the
+ * accepted ones to the runners. A job runs only once its start is durable:
+ * a job cancelled meanwhile, run by someone else or poison is refused and
+ * its message dropped. */
+static void start_slots(jp_worker *w, size_t *idx, size_t n)
+{
+    jp_store_op *ops = jp_xcalloc(n ? n : 1, sizeof *ops);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        slot *s = &w->slots[idx[i]];
+        if (!slot_prepare(w, s)) {
+            pthread_mutex_lock(&w->mu);
+            slot_release(w, s);
+            pthread_mutex_unlock(&w->mu);
+            continue;
+        }
+        /* Visible to cancel before the start is recorded, so none slips by. */
+        jp_task *task = jp_task_new((int64_t)s->job->timeout_seconds * 1000);
+        pthread_mutex_lock(&w->mu);
+        s->task = task;
+        pthread_mutex_unlock(&w->mu);
+        init_op(w, &ops[k], s->job->id, JP_EV_START, s->msg.attempt);
+        idx[k++] = idx[i];
     }
-
-    int rc = jp_engine_run(w->engine, job->strategy, job->payload, task, &out);
-
-    bool shutdown = atomic_load(&w->abandoning) && jp_task_cancelled(task);
-    init_op(w, &op, job->id, rc == 0 ? JP_EV_COMPLETE : JP_EV_FAIL, msg->attempt);
-    op.ev.result = out.result;
-    json_t *shutdown_error = NULL;
-    if (rc != 0) {
-        op.ev.error = out.error;
-        op.ev.retryable = out.retryable;
-        op.ev.backoff_ms = backoff(w, msg->attempt);
-        if (shutdown) {
-            /* Stopped by our shutdown, not by the job: run again at once. */
-            shutdown_error = jp_error_json("worker_shutdown",
-                                           "the worker stopped before the job finished");
-            op.ev.error = shutdown_error;
-            op.ev.retryable = true;
-            op.ev.backoff_ms = 0;
+    bool sent = k == 0 || report(w, ops, k) == 0;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < k; i++) {
+        slot *s = &w->slots[idx[i]];
+        if (!sent || atomic_load(&w->abandoning)) {
+            /* Never recorded, or shutting down: the message goes to
+             * another worker after its lease. */
+            slot_release(w, s);
+        } else if (ops[i].rc < 0 || ops[i].refused) {
+            jp_debug("job %s attempt %d not run: %s", s->msg.job_id, s->msg.attempt,
+                     jp_err_msg(&ops[i].err));
+            ack(w, &s->msg);
+            slot_release(w, s);
+        } else {
+            s->state = SLOT_READY;
+            w->ready[(w->ready_head + w->ready_n) % w->nslots] = idx[i];
+            w->ready_n++;
+            pthread_cond_signal(&w->work);
         }
     }
-    if (report(w, &op, 1) == 0)
-        ack(w, msg);
-    json_decref(shutdown_error);
-out:
-    set_task(w, s, NULL);
-    jp_outcome_done(&out);
-    jp_task_free(task);
-    jp_job_free(job);
+    pthread_mutex_unlock(&w->mu);
+    free(ops);
+}
+
+/* Runs a started slot's job and leaves its outcome in the slot. */
+static void run_slot(jp_worker *w, slot *s)
+{
+    int rc = jp_engine_run(w->engine, s->job->strategy, s->job->payload, s->task, &s->out);
+    s->ok = rc == 0;
+    /* Stopped by our shutdown, not by the job: to run again at once. */
+    s->shutdown = rc != 0 && atomic_load(&w->abandoning) && jp_task_cancelled(s->task);
 }
 
 static void *runner_main(void *arg)
@@ -263,42 +319,112 @@ static void *runner_main(void *arg)
     jp_worker *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (w->ready_n == 0 && !w->fetch_done)
+        while (w->ready_n == 0 && !w->runners_done)
             pthread_cond_wait(&w->work, &w->mu);
         if (w->ready_n == 0)
             break;
         size_t idx = w->ready[w->ready_head];
         w->ready_head = (w->ready_head + 1) % w->nslots;
         w->ready_n--;
+        w->running++;
+        w->slots[idx].state = SLOT_RUNNING;
         pthread_mutex_unlock(&w->mu);
 
         run_slot(w, &w->slots[idx]);
 
         pthread_mutex_lock(&w->mu);
-        jp_qmsgs_done(&w->slots[idx].msg, 1);
-        w->slots[idx].busy = false;
-        w->inflight--;
-        pthread_cond_broadcast(&w->slot_freed);
+        w->running--;
+        w->slots[idx].state = SLOT_DONE;
+        w->done[w->done_n++] = idx;
+        pthread_cond_signal(&w->done_cv);
+        pthread_cond_broadcast(&w->slot_freed);  /* a runner is free: fetch may take more */
     }
     pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Reports the outcomes of the slots that ran, many in one report, then
+ * acknowledges their messages: a runner never waits for a report. */
+static void *finisher_main(void *arg)
+{
+    jp_worker *w = arg;
+    size_t *idx = jp_xcalloc(w->nslots, sizeof *idx);
+    jp_store_op *ops = jp_xcalloc(w->nslots, sizeof *ops);
+    jp_qmsg *msgs = jp_xcalloc(w->nslots, sizeof *msgs);
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->done_n == 0 && !w->finisher_stop)
+            pthread_cond_wait(&w->done_cv, &w->mu);
+        if (w->done_n == 0)
+            break;
+        size_t n = w->done_n;
+        memcpy(idx, w->done, n * sizeof *idx);
+        w->done_n = 0;
+        pthread_mutex_unlock(&w->mu);
+
+        for (size_t i = 0; i < n; i++) {
+            slot *s = &w->slots[idx[i]];
+            jp_store_op *op = &ops[i];
+            init_op(w, op, s->job->id, s->ok ? JP_EV_COMPLETE : JP_EV_FAIL, s->msg.attempt);
+            op->ev.result = s->out.result;
+            if (!s->ok) {
+                op->ev.error = s->out.error;
+                op->ev.retryable = s->out.retryable;
+                op->ev.backoff_ms = backoff(w, s->msg.attempt);
+                if (s->shutdown) {
+                    s->shutdown_error = jp_error_json(
+                        "worker_shutdown", "the worker stopped before the job finished");
+                    op->ev.error = s->shutdown_error;
+                    op->ev.retryable = true;
+                    op->ev.backoff_ms = 0;
+                }
+            }
+        }
+        if (report(w, ops, n) == 0) {
+            for (size_t i = 0; i < n; i++)
+                msgs[i] = w->slots[idx[i]].msg;
+            ack_many(w, msgs, n);
+        }
+
+        pthread_mutex_lock(&w->mu);
+        for (size_t i = 0; i < n; i++)
+            slot_release(w, &w->slots[idx[i]]);
+    }
+    pthread_mutex_unlock(&w->mu);
+    free(msgs);
+    free(ops);
+    free(idx);
     return NULL;
 }
 
 /* --- fetching --- */
 
 /* Whether a slot already holds a message for `job_id`. Locked. */
-static bool running_here(jp_worker *w, const char *job_id)
+static bool held_here(jp_worker *w, const char *job_id)
 {
     for (size_t i = 0; i < w->nslots; i++)
-        if (w->slots[i].busy && strcmp(w->slots[i].msg.job_id, job_id) == 0)
+        if (w->slots[i].state != SLOT_FREE && strcmp(w->slots[i].msg.job_id, job_id) == 0)
             return true;
     return false;
+}
+
+/* How many messages to take now: as many as runners would be idle, and no
+ * more than free slots. Taking more would mark jobs running that wait for
+ * a runner, and keep them from idle workers elsewhere. Locked. */
+static size_t wanted(const jp_worker *w)
+{
+    size_t busy = w->running + w->ready_n + w->starting;
+    size_t idle = busy < w->nrunners ? w->nrunners - busy : 0;
+    size_t free_slots = w->nslots - w->inflight;
+    return idle < free_slots ? idle : free_slots;
 }
 
 static void *fetch_main(void *arg)
 {
     jp_worker *w = arg;
     jp_qmsg *msgs = jp_xcalloc(w->nslots, sizeof *msgs);
+    size_t *idx = jp_xcalloc(w->nslots, sizeof *idx);
     int64_t reclaim_every = w->lease_ms / 2 < 5000 ? w->lease_ms / 2 : 5000;
     int64_t next_reclaim = 0;
     bool down = false;
@@ -307,7 +433,7 @@ static void *fetch_main(void *arg)
         reclaim_every = 100;
     while (!atomic_load(&w->stopping)) {
         pthread_mutex_lock(&w->mu);
-        while (w->inflight == w->nslots && !atomic_load(&w->stopping)) {
+        while (wanted(w) == 0 && !atomic_load(&w->stopping)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -317,7 +443,7 @@ static void *fetch_main(void *arg)
             }
             pthread_cond_timedwait(&w->slot_freed, &w->mu, &ts);
         }
-        size_t free_slots = w->nslots - w->inflight;
+        size_t want = wanted(w);
         pthread_mutex_unlock(&w->mu);
         if (atomic_load(&w->stopping))
             break;
@@ -327,13 +453,13 @@ static void *fetch_main(void *arg)
         jp_err_clear(&err);
         int rc = 0;
         if (jp_mono_ms() >= next_reclaim) {
-            rc = jp_queue_reclaim(w->q, w->queues, free_slots, msgs, &n, &err);
+            rc = jp_queue_reclaim(w->q, w->queues, want, msgs, &n, &err);
             next_reclaim = jp_mono_ms() + reclaim_every;
             if (n)
                 jp_info("took over %zu job(s) whose worker stopped renewing its lease", n);
         }
         if (rc == 0 && n == 0)
-            rc = jp_queue_pop(w->q, w->queues, free_slots, 1000, msgs, &n, &err);
+            rc = jp_queue_pop(w->q, w->queues, want, 1000, msgs, &n, &err);
         if (rc < 0) {
             if (!down)
                 jp_warn("redis: %s; retrying", jp_err_msg(&err));
@@ -346,9 +472,9 @@ static void *fetch_main(void *arg)
         down = false;
 
         pthread_mutex_lock(&w->mu);
-        size_t at = 0;
+        size_t at = 0, k = 0;
         for (size_t i = 0; i < n; i++) {
-            if (running_here(w, msgs[i].job_id)) {
+            if (held_here(w, msgs[i].job_id)) {
                 /* A second message for a job this worker already has (the
                  * reconciler sent it again): the first one covers it. */
                 pthread_mutex_unlock(&w->mu);
@@ -357,24 +483,24 @@ static void *fetch_main(void *arg)
                 pthread_mutex_lock(&w->mu);
                 continue;
             }
-            while (w->slots[at].busy)
+            while (w->slots[at].state != SLOT_FREE)
                 at++;
             slot *s = &w->slots[at];
-            s->busy = true;
+            memset(s, 0, sizeof *s);
+            s->state = SLOT_STARTING;
             s->msg = msgs[i];
-            s->task = NULL;
             w->inflight++;
-            w->ready[(w->ready_head + w->ready_n) % w->nslots] = at;
-            w->ready_n++;
+            idx[k++] = at;
         }
-        if (n)
-            pthread_cond_broadcast(&w->work);
+        w->starting = k;
+        pthread_mutex_unlock(&w->mu);
+
+        start_slots(w, idx, k);
+        pthread_mutex_lock(&w->mu);
+        w->starting = 0;
         pthread_mutex_unlock(&w->mu);
     }
-    pthread_mutex_lock(&w->mu);
-    w->fetch_done = true;
-    pthread_cond_broadcast(&w->work);
-    pthread_mutex_unlock(&w->mu);
+    free(idx);
     free(msgs);
     return NULL;
 }
@@ -389,7 +515,7 @@ static void presence(jp_worker *w, size_t inflight)
     json_t *f = json_pack("{s:s,s:s,s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:I}", "id", w->id, "host",
                           w->host, "pid", (json_int_t)getpid(), "queues", w->cfg->queues,
                           "strategies", jp_engine_names(w->engine), "concurrency",
-                          (json_int_t)w->nslots, "in_flight", (json_int_t)inflight, "started_at",
+                          (json_int_t)w->cfg->concurrency, "in_flight", (json_int_t)inflight, "started_at",
                           started, "last_heartbeat", now, "report", w->cfg->report,
                           "lease_ms", (json_int_t)w->lease_ms);
     int64_t ttl = 3 * (w->lease_ms / 3 < 5000 ? w->lease_ms / 3 : 5000) / 1000 + 5;
@@ -409,7 +535,7 @@ static void *heartbeat_main(void *arg)
     while (!w->hb_stop) {
         size_t n = 0;
         for (size_t i = 0; i < w->nslots; i++) {
-            if (!w->slots[i].busy)
+            if (w->slots[i].state == SLOT_FREE)
                 continue;
             msgs[n] = w->slots[i].msg;
             msgs[n].data = NULL;  /* the renewal needs only the entry */
@@ -445,7 +571,7 @@ static void on_cancel(void *arg, const char *job_id)
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->nslots; i++) {
         slot *s = &w->slots[i];
-        if (s->busy && s->task && strcmp(s->msg.job_id, job_id) == 0) {
+        if (s->state != SLOT_FREE && s->task && strcmp(s->msg.job_id, job_id) == 0) {
             jp_info("job %s: cancelled by request; stopping it", job_id);
             jp_task_cancel(s->task);
         }
@@ -497,10 +623,12 @@ static void destroy(jp_worker *w)
     jp_engine_free(w->engine);
     pthread_cond_destroy(&w->hb_cv);
     pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done_cv);
     pthread_cond_destroy(&w->slot_freed);
     pthread_mutex_destroy(&w->mu);
     free(w->runners);
     free(w->ready);
+    free(w->done);
     free(w->slots);
     free(w->queue_names);
     free(w);
@@ -513,13 +641,16 @@ int jp_worker_start(const jp_worker_config *cfg, jp_worker **ret, jp_err *err)
     w->cfg = cfg;
     w->started_ms = jp_now_ms();
     w->lease_ms = cfg->lease_s * 1000;
-    w->nslots = (size_t)cfg->concurrency;
+    w->nrunners = (size_t)cfg->concurrency;
+    w->nslots = 2 * w->nrunners;
     w->slots = jp_xcalloc(w->nslots, sizeof *w->slots);
     w->ready = jp_xcalloc(w->nslots, sizeof *w->ready);
-    w->runners = jp_xcalloc(w->nslots, sizeof *w->runners);
+    w->done = jp_xcalloc(w->nslots, sizeof *w->done);
+    w->runners = jp_xcalloc(w->nrunners, sizeof *w->runners);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->slot_freed, NULL);
     pthread_cond_init(&w->work, NULL);
+    pthread_cond_init(&w->done_cv, NULL);
     pthread_cond_init(&w->hb_cv, NULL);
     gethostname(w->host, sizeof w->host - 1);
     if (cfg->id && *cfg->id)
@@ -556,33 +687,31 @@ int jp_worker_start(const jp_worker_config *cfg, jp_worker **ret, jp_err *err)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 512 * 1024);
-    for (w->nrunners = 0; w->nrunners < w->nslots; w->nrunners++)
-        if (pthread_create(&w->runners[w->nrunners], &attr, runner_main, w) != 0)
-            break;
+    size_t started = 0;
+    while (started < w->nrunners &&
+           pthread_create(&w->runners[started], &attr, runner_main, w) == 0)
+        started++;
     pthread_attr_destroy(&attr);
-    if (w->nrunners < w->nslots || pthread_create(&w->hb_thread, NULL, heartbeat_main, w) != 0) {
-        rc = jp_err_set(err, JP_EINTERNAL, "cannot start the worker's threads");
-        pthread_mutex_lock(&w->mu);
-        w->fetch_done = true;
-        pthread_cond_broadcast(&w->work);
-        pthread_mutex_unlock(&w->mu);
-        for (size_t i = 0; i < w->nrunners; i++)
-            pthread_join(w->runners[i], NULL);
-        goto fail;
-    }
-    if (pthread_create(&w->fetch_thread, NULL, fetch_main, w) != 0) {
+    bool finisher = started == w->nrunners &&
+                    pthread_create(&w->finisher_thread, NULL, finisher_main, w) == 0;
+    bool hb = finisher && pthread_create(&w->hb_thread, NULL, heartbeat_main, w) == 0;
+    bool fetch = hb && pthread_create(&w->fetch_thread, NULL, fetch_main, w) == 0;
+    if (!fetch) {
         /* Unreachable in practice; stop what runs and report it. */
         atomic_store(&w->stopping, true);
         pthread_mutex_lock(&w->mu);
-        w->fetch_done = true;
-        w->hb_stop = true;
+        w->runners_done = w->finisher_stop = w->hb_stop = true;
         pthread_cond_broadcast(&w->work);
+        pthread_cond_broadcast(&w->done_cv);
         pthread_cond_broadcast(&w->hb_cv);
         pthread_mutex_unlock(&w->mu);
-        for (size_t i = 0; i < w->nrunners; i++)
+        for (size_t i = 0; i < started; i++)
             pthread_join(w->runners[i], NULL);
-        pthread_join(w->hb_thread, NULL);
-        rc = jp_err_set(err, JP_EINTERNAL, "cannot start the fetch thread");
+        if (finisher)
+            pthread_join(w->finisher_thread, NULL);
+        if (hb)
+            pthread_join(w->hb_thread, NULL);
+        rc = jp_err_set(err, JP_EINTERNAL, "cannot start the worker's threads");
         goto fail;
     }
     *ret = w;
@@ -620,12 +749,19 @@ void jp_worker_stop(jp_worker *w)
                 w->inflight);
         atomic_store(&w->abandoning, true);
         for (size_t i = 0; i < w->nslots; i++)
-            if (w->slots[i].busy && w->slots[i].task)
+            if (w->slots[i].state != SLOT_FREE && w->slots[i].task)
                 jp_task_cancel(w->slots[i].task);
     }
+    w->runners_done = true;  /* they end once nothing is ready */
+    pthread_cond_broadcast(&w->work);
     pthread_mutex_unlock(&w->mu);
     for (size_t i = 0; i < w->nrunners; i++)
         pthread_join(w->runners[i], NULL);
+    pthread_mutex_lock(&w->mu);
+    w->finisher_stop = true;  /* it ends once every outcome is reported */
+    pthread_cond_broadcast(&w->done_cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->finisher_thread, NULL);
 
     pthread_mutex_lock(&w->mu);
     w->hb_stop = true;

@@ -341,9 +341,51 @@ static void test_open_migrates_once(void **state)
     jp_store_close(f->store);
     f->store = NULL;
     assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
-    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 1);
-    assert_int_equal(raw_int(f, "SELECT MAX(version) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(f, "SELECT MAX(version) FROM schema_version"), 2);
     assert_int_equal(jp_store_ping(f->store, &err), 0);
+}
+
+static int64_t index_count(const fixture *f, const char *name)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             pg_url ? "SELECT COUNT(*) FROM pg_indexes WHERE indexname = '%s'"
+                    : "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = '%s'",
+             name);
+    return raw_int(f, sql);
+}
+
+/* A database made by the first schema gets the partial indexes, and keeps
+ * its jobs. */
+static void test_open_upgrades_first_schema(void **state)
+{
+    fixture *f = *state;
+    char id[JP_UUID_STR_LEN + 1];
+    jp_err err;
+    jp_job *j = make_job("default", "k1", JP_ST_SCHEDULED);
+    j->run_at_ms = T0;
+    create_one(f->store, j, id);
+    raw_exec(f, "DELETE FROM schema_version WHERE version = 2");
+    raw_exec(f, "DROP INDEX jobs_due");
+    raw_exec(f, "DROP INDEX jobs_key_id");
+    raw_exec(f, "CREATE INDEX jobs_status_run_at ON jobs (status, run_at)");
+    raw_exec(f, "CREATE INDEX jobs_key_id ON jobs (key, id)");
+    jp_store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(jp_store_open(f->url, &f->store, &err), 0);
+    assert_int_equal(raw_int(f, "SELECT MAX(version) FROM schema_version"), 2);
+    assert_int_equal(index_count(f, "jobs_status_run_at"), 0);
+    assert_int_equal(index_count(f, "jobs_due"), 1);
+    assert_int_equal(index_count(f, "jobs_key_id"), 1);
+    jp_job **due = NULL;
+    size_t n = 0;
+    int64_t next = -1;
+    assert_int_equal(jp_store_promote_due(f->store, T0 + 1, JP_ST_QUEUED, 10, &due, &n, &next,
+                                          &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(due[0]->id, id);
+    jp_jobs_free(due, n);
 }
 
 static void test_open_uses_wal(void **state)
@@ -1785,7 +1827,7 @@ static void test_pg_two_handles_migrate_at_once(void **state)
             if (o[i].rc != 0)
                 fail_msg("open %d failed: %s", i, o[i].err.msg);
         }
-        assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 1);
+        assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM schema_version"), 2);
         char id[JP_UUID_STR_LEN + 1];
         create_one(o[0].store, make_job("default", NULL, JP_ST_QUEUED), id);
         jp_job_free(get(o[1].store, id));
@@ -1971,6 +2013,7 @@ int main(void)
 #define TS(name) cmocka_unit_test_setup_teardown(name, setup_sqlite, teardown)
     const struct CMUnitTest tests[] = {
         T(test_open_migrates_once),
+        T(test_open_upgrades_first_schema),
         TS(test_open_uses_wal),
         T(test_open_refuses_newer_schema),
         cmocka_unit_test(test_open_rejects_bad_urls),
