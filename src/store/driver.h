@@ -86,6 +86,7 @@ struct jp_driver {
     int abi;                     /* JP_DRIVER_ABI */
     const char *name;            /* "sqlite": what jp_store_backend says */
     const char *const *schemes;  /* URL schemes it serves, NULL-terminated: {"sqlite", NULL} */
+    int writers;                 /* write transactions that can run at once (>= 1) */
 
     /* Opens the database named by `url` (the whole URL, scheme included).
      * `sql` (nsql entries) is borrowed and outlives the jp_db. Returns 0,

@@ -1,10 +1,13 @@
-/* Group commit on a jp_batcher: everything submitted since the last round
- * becomes one transaction for creates and one for state changes. */
+/* Group commit on jp_batchers: everything submitted to a committer since
+ * its last round becomes one transaction for creates and one for state
+ * changes. A database that takes several writers at once gets as many
+ * committers, so one transaction's round trips overlap another's. */
 #include "store/group.h"
 
 #include "core/batcher.h"
 #include "core/mem.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,10 +19,21 @@ typedef struct create_req {
     bool *existed;  /* may be NULL */
 } create_req;
 
+#define GROUP_MAX_COMMITTERS 4
+
 struct jp_group {
     jp_store *store;
-    jp_batcher *batcher;
+    jp_batcher *batchers[GROUP_MAX_COMMITTERS];
+    unsigned n;
+    atomic_uint next;  /* round-robin choice of committer for waited submits */
 };
+
+/* The committer of the next waited submit. Async posts all go to the first
+ * one, so they commit in the order posted. */
+static jp_batcher *pick(jp_group *g)
+{
+    return g->batchers[atomic_fetch_add_explicit(&g->next, 1, memory_order_relaxed) % g->n];
+}
 
 /* Creates from several requests go in one transaction. A conflict in one
  * request must not fail the others, so on conflict each request is retried
@@ -120,11 +134,16 @@ static void flush(void *arg, jp_batch_item **items, size_t n)
 int jp_group_new(jp_store *s, jp_group **ret_group, jp_err *err)
 {
     jp_group *g = jp_xcalloc(1, sizeof *g);
+    int writers = jp_store_writers(s);
     g->store = s;
-    int rc = jp_batcher_new(flush, g, &g->batcher, err);
-    if (rc < 0) {
-        free(g);
-        return rc;
+    g->n = writers < GROUP_MAX_COMMITTERS ? (unsigned)writers : GROUP_MAX_COMMITTERS;
+    atomic_init(&g->next, 0);
+    for (unsigned i = 0; i < g->n; i++) {
+        int rc = jp_batcher_new(flush, g, &g->batchers[i], err);
+        if (rc < 0) {
+            jp_group_free(g);
+            return rc;
+        }
     }
     *ret_group = g;
     return 0;
@@ -134,7 +153,8 @@ void jp_group_free(jp_group *g)
 {
     if (!g)
         return;
-    jp_batcher_free(g->batcher);
+    for (unsigned i = 0; i < g->n; i++)
+        jp_batcher_free(g->batchers[i]);
     free(g);
 }
 
@@ -143,7 +163,7 @@ int jp_group_apply(jp_group *g, jp_store_op *ops, size_t n, jp_err *err)
     if (!n)
         return 0;
     jp_batch_item it = {.kind = REQ_APPLY, .data = ops, .n = n};
-    return jp_batcher_submit(g->batcher, &it, err);
+    return jp_batcher_submit(pick(g), &it, err);
 }
 
 typedef struct async_req {
@@ -172,7 +192,7 @@ int jp_group_apply_async(jp_group *g, const jp_store_op *ops, size_t n, jp_group
     r->item.on_done = async_done;
     r->done = done;
     r->arg = arg;
-    int rc = jp_batcher_post(g->batcher, &r->item, err);
+    int rc = jp_batcher_post(g->batchers[0], &r->item, err);
     if (rc < 0)
         free(r);
     return rc;
@@ -180,8 +200,10 @@ int jp_group_apply_async(jp_group *g, const jp_store_op *ops, size_t n, jp_group
 
 void jp_group_sync(jp_group *g)
 {
-    jp_batch_item it = {.kind = REQ_APPLY, .data = NULL, .n = 0};
-    jp_batcher_submit(g->batcher, &it, NULL);
+    for (unsigned i = 0; i < g->n; i++) {
+        jp_batch_item it = {.kind = REQ_APPLY, .data = NULL, .n = 0};
+        jp_batcher_submit(g->batchers[i], &it, NULL);
+    }
 }
 
 int jp_group_create(jp_group *g, jp_job **jobs, size_t n, bool *existed, jp_err *err)
@@ -190,5 +212,5 @@ int jp_group_create(jp_group *g, jp_job **jobs, size_t n, bool *existed, jp_err 
         return 0;
     create_req c = {.jobs = jobs, .existed = existed};
     jp_batch_item it = {.kind = REQ_CREATE, .data = &c, .n = n};
-    return jp_batcher_submit(g->batcher, &it, err);
+    return jp_batcher_submit(pick(g), &it, err);
 }

@@ -3,7 +3,12 @@
  * HTTP handlers and engine threads each submit a change and wait; one
  * committer thread takes everything submitted since its last transaction and
  * writes it in the next one. Under load, a transaction carries many jobs'
- * changes, so throughput is bounded by statements, not by fsyncs. */
+ * changes, so throughput is bounded by statements, not by fsyncs.
+ *
+ * A database that takes several writers at once (jp_store_writers) gets as
+ * many committers, and waited submits are spread over them: a change is
+ * ordered after another only if it was submitted after the other returned.
+ * Async applies all go to one committer and commit in the order posted. */
 #ifndef JP_STORE_GROUP_H
 #define JP_STORE_GROUP_H
 
@@ -11,7 +16,7 @@
 
 typedef struct jp_group jp_group;
 
-/* Starts the committer thread over `s` (borrowed; must outlive the group). */
+/* Starts the committer threads over `s` (borrowed; must outlive the group). */
 int jp_group_new(jp_store *s, jp_group **ret_group, jp_err *err);
 /* Commits what is pending, stops the thread, frees. NULL is fine. */
 void jp_group_free(jp_group *g);

@@ -1,9 +1,11 @@
 /* The PostgreSQL backend of the store: connections, transactions and
  * prepared statements behind driver.h, over libpq.
  *
- * As in the SQLite backend, one writer connection is taken under a mutex for
- * every write transaction, and a small pool of reader connections, each under
- * its own mutex and opened on first use, serves reads beside it. Writers in
+ * A write transaction takes one of two writer connections and a read
+ * transaction one of a small pool of readers, each under its own mutex and
+ * opened on first use. Two writers let one transaction's round trips and
+ * commit overlap another's work (group commit runs one committer per
+ * writer). Writers in
  * other processes (workers that report straight to the database) are kept
  * apart by row locks: a statement flagged JP_SQLF_LOCK reads FOR UPDATE, so
  * two writers never judge the same row state; migrations take an advisory
@@ -39,6 +41,7 @@
 #include <string.h>
 
 #define PG_READERS 4
+#define PG_WRITERS 2
 /* Seconds to wait for a connection; a connect_timeout in the URL wins. */
 #define PG_CONNECT_TIMEOUT "10"
 /* ON CONFLICT and SKIP LOCKED. */
@@ -92,9 +95,10 @@ struct pg_db {
     size_t nsql;
     char **texts;          /* [nsql]: store.c's text plus the dialect's lock clause */
     int *nparams;          /* [nsql]: the highest $n of each text */
-    pg_conn writer;
+    pg_conn writers[PG_WRITERS];
     pg_conn readers[PG_READERS];
     atomic_uint next_reader;  /* round-robin start for picking a reader */
+    atomic_uint next_writer;
 };
 
 /* libpq prints notices ("relation already exists, skipping") to stderr by
@@ -295,8 +299,10 @@ static void pg_close(jp_db *db)
         conn_done(&d->readers[i]);
         pthread_mutex_destroy(&d->readers[i].mu);
     }
-    conn_done(&d->writer);
-    pthread_mutex_destroy(&d->writer.mu);
+    for (int i = 0; i < PG_WRITERS; i++) {
+        conn_done(&d->writers[i]);
+        pthread_mutex_destroy(&d->writers[i].mu);
+    }
     for (size_t i = 0; d->texts && i < d->nsql; i++)
         free(d->texts[i]);
     free(d->texts);
@@ -387,11 +393,13 @@ static int pg_open(const char *url, const jp_sql_def *sql, size_t nsql, jp_db **
         d->nparams[i] = max_param(d->texts[i]);
     }
     atomic_init(&d->next_reader, 0);
-    conn_init(&d->writer, d);
+    atomic_init(&d->next_writer, 0);
+    for (int i = 0; i < PG_WRITERS; i++)
+        conn_init(&d->writers[i], d);
     for (int i = 0; i < PG_READERS; i++)
         conn_init(&d->readers[i], d);
-    /* The writer at once, so a database that cannot be reached fails here. */
-    rc = conn_connect(&d->writer, err);
+    /* A writer at once, so a database that cannot be reached fails here. */
+    rc = conn_connect(&d->writers[0], err);
     if (rc < 0) {
         pg_close(&d->base);
         return rc;
@@ -400,16 +408,16 @@ static int pg_open(const char *url, const jp_sql_def *sql, size_t nsql, jp_db **
     return 0;
 }
 
-/* Takes a free reader if there is one, else waits for one. */
-static pg_conn *take_reader(pg_db *d)
+/* Takes a free connection of a pool if there is one, else waits for one. */
+static pg_conn *take_conn(pg_conn *pool, unsigned n, atomic_uint *next)
 {
-    unsigned start = atomic_fetch_add_explicit(&d->next_reader, 1, memory_order_relaxed);
-    for (unsigned i = 0; i < PG_READERS; i++) {
-        pg_conn *c = &d->readers[(start + i) % PG_READERS];
+    unsigned start = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        pg_conn *c = &pool[(start + i) % n];
         if (pthread_mutex_trylock(&c->mu) == 0)
             return c;
     }
-    pg_conn *c = &d->readers[start % PG_READERS];
+    pg_conn *c = &pool[start % n];
     pthread_mutex_lock(&c->mu);
     return c;
 }
@@ -422,12 +430,10 @@ static int pg_begin(jp_db *db, jp_tx_kind kind, jp_conn **ret_conn, jp_err *err)
 
     if ((unsigned)kind > JP_TX_SCHEMA)
         return jp_err_set(err, JP_EINTERNAL, "postgres: no transaction kind %d", (int)kind);
-    if (kind == JP_TX_READ) {
-        c = take_reader(d);
-    } else {
-        c = &d->writer;
-        pthread_mutex_lock(&c->mu);
-    }
+    if (kind == JP_TX_READ)
+        c = take_conn(d->readers, PG_READERS, &d->next_reader);
+    else
+        c = take_conn(d->writers, PG_WRITERS, &d->next_writer);
     for (int tries = 0;; tries++) {
         bool fresh = !c->pg;
         if (fresh && (rc = conn_connect(c, err)) < 0)
@@ -624,6 +630,7 @@ const jp_driver jp_postgres_driver = {
     .abi = JP_DRIVER_ABI,
     .name = "postgres",
     .schemes = pg_schemes,
+    .writers = PG_WRITERS,
     .open = pg_open,
     .close = pg_close,
     .begin = pg_begin,

@@ -385,6 +385,7 @@ const jp_driver jp_sqlite_driver = {
     .abi = JP_DRIVER_ABI,
     .name = "sqlite",
     .schemes = sq_schemes,
+    .writers = 1,
     .open = sq_open,
     .close = sq_close,
     .begin = sq_begin,

@@ -571,6 +571,11 @@ const char *jp_store_backend(const jp_store *s)
     return s->drv->name;
 }
 
+int jp_store_writers(const jp_store *s)
+{
+    return s->drv->writers > 1 ? s->drv->writers : 1;
+}
+
 int jp_store_ping(jp_store *s, jp_err *err)
 {
     jp_conn *c;

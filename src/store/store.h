@@ -30,6 +30,10 @@ void jp_store_close(jp_store *s);
 /* The backend's name: "sqlite" or "postgres". */
 const char *jp_store_backend(const jp_store *s);
 
+/* How many write transactions can usefully run at once: 1 for SQLite (one
+ * writer), more for a server database. */
+int jp_store_writers(const jp_store *s);
+
 /* Checks that the database answers. 0 or JP_EUNAVAIL. */
 int jp_store_ping(jp_store *s, jp_err *err);
 
