@@ -35,6 +35,7 @@ enum {
 #define PAYLOAD_FILE_MAX ((size_t)64 << 20)
 #define POLL_FIRST_MS 5
 #define POLL_MAX_MS 200
+#define LONG_POLL_MS 30000  /* ?wait_ms= of each GET while waiting for a job */
 
 /* What every command needs: the connection and the output form. */
 typedef struct cli {
@@ -512,14 +513,19 @@ static void sleep_ms(int64_t ms)
         ;
 }
 
-/* Polls the job until it is terminal, backing off from 5 ms to 200 ms so a
- * fast job returns at once and a slow one costs little. `limit_ms` <= 0
- * means no limit. Takes a reference to `job` (the create response). */
+/* Asks for the job until it is terminal. Each GET has the server hold its
+ * answer until the job ends (?wait_ms=), so the end is seen as it happens.
+ * A server that answers sooner with a job still going (one without
+ * long-poll, or with too many requests waiting) is asked again after a
+ * pause backing off from 5 ms to 200 ms, so a slow job costs little.
+ * `limit_ms` <= 0 means no limit. Takes a reference to `job` (the create
+ * response). */
 static int wait_for(cli *c, json_t *job, int64_t limit_ms, const char *limit_text)
 {
     char *path = job_path(job_id(job), NULL);
     int64_t deadline = limit_ms > 0 ? jp_mono_ms() + limit_ms : 0;
     int64_t delay = POLL_FIRST_MS;
+    bool held = true;  /* the last GET was held as asked: ask again at once */
     const char *st;
     jp_err err = {0};
     int ex;
@@ -529,6 +535,15 @@ static int wait_for(cli *c, json_t *job, int64_t limit_ms, const char *limit_tex
         st = json_string_value(json_object_get(job, "status"));
         if (status_terminal(st))
             break;
+        int64_t wait = LONG_POLL_MS;
+        if (!held) {
+            int64_t pause = delay;
+            if (deadline && deadline - jp_mono_ms() < pause)
+                pause = deadline - jp_mono_ms();
+            if (pause > 0)
+                sleep_ms(pause);
+            delay = delay * 2 < POLL_MAX_MS ? delay * 2 : POLL_MAX_MS;
+        }
         if (deadline) {
             int64_t left = deadline - jp_mono_ms();
             if (left <= 0) {
@@ -537,18 +552,19 @@ static int wait_for(cli *c, json_t *job, int64_t limit_ms, const char *limit_tex
                 ex = EXIT_WAIT_TIMEOUT;
                 goto out;
             }
-            sleep_ms(delay < left ? delay : left);
+            if (left < wait)
+                wait = left;
             /* A request must not outlive the deadline either; a little
-             * grace lets the last poll still be answered. */
-            left = deadline - jp_mono_ms();
-            jp_client_set_timeout(c->client, (long)(left > 0 ? left : 0) + 100);
-        } else {
-            sleep_ms(delay);
+             * grace lets the last answer still arrive. */
+            jp_client_set_timeout(c->client, (long)left + 100);
         }
-        delay = delay * 2 < POLL_MAX_MS ? delay * 2 : POLL_MAX_MS;
 
+        char *query = jp_xasprintf("%s?wait_ms=%lld", path, (long long)wait);
         json_t *next = NULL;
-        ex = call_quiet(c, "GET", path, NULL, &next, &err);
+        int64_t sent = jp_mono_ms();
+        ex = call_quiet(c, "GET", query, NULL, &next, &err);
+        held = jp_mono_ms() - sent >= wait / 2;
+        free(query);
         if (ex == EXIT_UNREACHABLE && deadline && jp_mono_ms() >= deadline) {
             fail("job %s is still %s after %ss (--wait-timeout)", job_id(job),
                  st ? st : "unknown", limit_text);

@@ -1,6 +1,7 @@
 /* The operations every entry point of the control plane shares, and what
  * must follow a committed change: the database is written first, then the
- * queue, the scheduler and the engine (or the workers) hear of it. */
+ * requests waiting for a job, the queue, the scheduler and the engine (or
+ * the workers) hear of it. */
 #include "server/app.h"
 
 #include "core/jtime.h"
@@ -35,6 +36,26 @@ int jp_app_check_strategy(jp_app *app, const char *strategy, jp_err *err)
 #endif
     return jp_err_set(err, JP_EINVAL, "unknown strategy \"%s\" (enabled here: %s)", strategy,
                       app->cfg.strategies ? app->cfg.strategies : "none");
+}
+
+/* Wakes the requests waiting for the jobs that these committed ops ended.
+ * A few ids at a time from the stack: this runs on the committer thread. */
+static void notify_ended(jp_app *app, const jp_store_op *ops, size_t n)
+{
+    const char *ids[64];
+    size_t k = 0;
+    if (!app->waiters)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].rc != 0 || !jp_status_terminal(ops[i].after))
+            continue;
+        ids[k++] = ops[i].job_id;
+        if (k == sizeof ids / sizeof ids[0]) {
+            jp_waiters_notify(app->waiters, ids, k);
+            k = 0;
+        }
+    }
+    jp_waiters_notify(app->waiters, ids, k);
 }
 
 /* Logs a transport failure once per outage, not once per job. */
@@ -74,6 +95,8 @@ void jp_app_enqueue(jp_app *app, jp_job **jobs, size_t n)
         nops++;
     }
     if (nops && jp_group_apply(app->group, ops, nops, &err) == 0) {
+        /* ENQUEUED ends no job; every commit passes the hook all the same. */
+        notify_ended(app, ops, nops);
         size_t k = 0;
         for (size_t i = 0; i < n && k < nops; i++) {
             if (jobs[i]->status != JP_ST_PENDING)
@@ -123,7 +146,8 @@ int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *e
     int rc = jp_group_create(app->group, jobs, n, existed, err);
     if (rc < 0)
         return rc;
-    /* A job found by its idempotency key is already wherever it belongs. */
+    /* A job found by its idempotency key is already wherever it belongs.
+     * (A new job is never terminal, so nobody waiting needs waking here.) */
     jp_job **fresh = jp_xmalloc((n ? n : 1) * sizeof *fresh);
     size_t nf = 0;
     for (size_t i = 0; i < n; i++)
@@ -158,10 +182,11 @@ static bool needs_job(const jp_app *app, const jp_store_op *op)
            (k == JP_EV_ENQUEUED && !app->distributed);
 }
 
-/* What follows committed changes: queue the runnable, wake the scheduler
- * for the scheduled, stop the cancelled. */
+/* What follows committed changes: answer those waiting for the ended, queue
+ * the runnable, wake the scheduler for the scheduled, stop the cancelled. */
 static void after_apply(jp_app *app, jp_store_op *ops, size_t n)
 {
+    notify_ended(app, ops, n);  /* first: a waiting client is the latency that counts */
     jp_job **changed = jp_xmalloc((n ? n : 1) * sizeof *changed);
     size_t nc = 0;
     int64_t earliest = 0;

@@ -8,6 +8,7 @@
 #include "core/err.h"
 #include "core/job.h"
 #include "queue/queue.h"
+#include "server/waiters.h"
 #include "store/group.h"
 #include "store/store.h"
 
@@ -49,6 +50,7 @@ typedef struct jp_app {
     jp_embedded *engine;  /* embedded mode; NULL in distributed mode */
     jp_reconciler *reconciler;  /* distributed mode */
     jp_auth *auth;        /* NULL: no tokens, every caller may do everything */
+    jp_waiters *waiters;  /* requests waiting for jobs to end; NULL: none may wait */
     bool distributed;     /* jobs go through Redis to jobplane-worker processes */
     jp_status runnable;   /* what a runnable job becomes: QUEUED, or PENDING
                              until it is on a Redis stream */
@@ -65,7 +67,8 @@ int jp_app_create(jp_app *app, jp_job **jobs, size_t n, bool *existed, jp_err *e
 
 /* Applies changes through group commit and does what follows each: queue
  * jobs that became queued, wake the scheduler for scheduled ones, stop runs
- * that were cancelled. Same contract as jp_store_apply. */
+ * that were cancelled, wake the requests waiting for jobs that ended. Same
+ * contract as jp_store_apply. */
 int jp_app_apply(jp_app *app, jp_store_op *ops, size_t n, jp_err *err);
 
 /* Like jp_app_apply without waiting for the commit (embedded mode only:

@@ -221,6 +221,8 @@ int main(int argc, char **argv)
         jp_error("%s", jp_err_msg(&err));
         goto out;
     }
+    /* Long polls hold a connection each: leave half of them to everything else. */
+    app.waiters = jp_waiters_new((size_t)c->max_connections / 2);
     jp_http_config hc = {
         .listen = listen,
         .max_body_bytes = (size_t)c->max_body_bytes,
@@ -250,6 +252,11 @@ int main(int argc, char **argv)
             sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)c->drain_timeout_s);
     status = 0;
 out:
+    /* Long polls get their answer (the job as it stands) before HTTP stops,
+     * which would otherwise wait them out or cut them off. A handler's answer
+     * is written once it returns: a moment's grace lets those go out. */
+    if (jp_waiters_shutdown(app.waiters, 2000) > 0)
+        usleep(50 * 1000);
     jp_http_stop(http);
     jp_reconciler_stop(app.reconciler);
     jp_scheduler_stop(app.sched);
@@ -261,6 +268,7 @@ out:
     jp_queue_free(app.queue);
     jp_store_close(app.store);
     jp_auth_free(app.auth);
+    jp_waiters_free(app.waiters);
     if (status == 0)
         jp_info("stopped");
     return status;

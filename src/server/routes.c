@@ -13,6 +13,8 @@
 
 #define LIST_DEFAULT_LIMIT 50
 #define LIST_MAX_LIMIT 1000
+#define WAIT_MAX_MS 60000     /* longest ?wait_ms= a GET of a job may hold */
+#define WAIT_RECHECK_MS 250   /* distributed mode: re-read a waited-for job this often */
 
 /* Parses the body as one JSON object. */
 static json_t *parse_object(const jp_req *req, jp_resp *resp)
@@ -195,12 +197,57 @@ static void list_jobs(jp_app *app, const jp_req *req, jp_resp *resp)
     free(next);
 }
 
-static void get_job(jp_app *app, const char *id, jp_resp *resp)
+/* Parses ?wait_ms= (absent: 0). */
+static bool parse_wait_ms(const char *s, int64_t *ret)
+{
+    int64_t v = 0;
+    if (!s) {
+        *ret = 0;
+        return true;
+    }
+    if (!*s || strlen(s) > 9)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    if (v > WAIT_MAX_MS)
+        return false;
+    *ret = v;
+    return true;
+}
+
+/* GET /api/v1/jobs/{id}[?wait_ms=N]: with N > 0, a job that has not ended
+ * is answered once it ends, N ms pass, or the server stops, whichever is
+ * first; the answer is the job as it then stands. */
+static void get_job(jp_app *app, const char *id, int64_t wait_ms, jp_resp *resp)
 {
     jp_job *job = NULL;
     jp_err err;
+    int64_t deadline = jp_mono_ms() + wait_ms;
+    /* Registered before the read, so an end committed after the read wakes
+     * it. NULL (too many waiting, or stopping): answer at once. */
+    jp_waiter *w = wait_ms > 0 ? jp_waiters_add(app->waiters, id) : NULL;
     jp_err_clear(&err);
-    if (jp_store_get(app->store, id, &job, &err) < 0) {
+    int rc = jp_store_get(app->store, id, &job, &err);
+    while (rc == 0 && w && !jp_status_terminal(job->status)) {
+        int64_t now = jp_mono_ms(), until = deadline;
+        if (now >= deadline)
+            break;
+        /* Workers that report straight into the database (--report db)
+         * bypass this process: look at the job now and then as well. */
+        if (app->distributed && until - now > WAIT_RECHECK_MS)
+            until = now + WAIT_RECHECK_MS;
+        jp_wait_result why = jp_waiters_wait(app->waiters, w, until);
+        jp_job_free(job);
+        job = NULL;
+        rc = jp_store_get(app->store, id, &job, &err);
+        if (why == JP_WAIT_CLOSED)
+            break;
+    }
+    jp_waiters_remove(app->waiters, w);
+    if (rc < 0) {
         jp_resp_err(resp, &err);
         return;
     }
@@ -447,10 +494,17 @@ static void job_routes(jp_app *app, const jp_req *req, const char *rest, jp_resp
             not_allowed(resp, req, "GET");
             return;
         }
-        {
-            get_job(app, id, resp);
+        const char *wait_arg = jp_req_query(req, "wait_ms");
+        int64_t wait_ms = 0;
+        if (!parse_wait_ms(wait_arg, &wait_ms)) {
+            jp_resp_error(resp, JP_EINVAL,
+                          "wait_ms must be a whole number of milliseconds from 0 to %d, "
+                          "not \"%.32s\"",
+                          WAIT_MAX_MS, wait_arg);
             return;
         }
+        get_job(app, id, wait_ms, resp);
+        return;
     }
     if (strcmp(action, "attempts") == 0) {
         if (!method_is(req, "GET"))

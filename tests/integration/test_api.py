@@ -1,8 +1,12 @@
 """Black-box tests of the HTTP API: the job shape, create/get/batch, list and
-pagination, idempotency, queue stats, attempts, routing and content types."""
+pagination, idempotency, queue stats, attempts, routing and content types,
+and waiting for a job to end (GET ?wait_ms=)."""
 
+import concurrent.futures
 import os
+import signal
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -486,6 +490,186 @@ class ApiTest(harness.unittest.TestCase):
         self.assertIsNone(body["completed_at"])
         st, body, _ = self.srv.post("/api/v1/jobs/%s/retry" % job["id"])
         harness.assert_error(st, body, 409, "conflict")
+
+
+def timed_get(srv, path, timeout=30):
+    """GET path; returns (status, body, seconds it took)."""
+    t0 = time.monotonic()
+    st, body, _ = srv.get(path, timeout=timeout)
+    return st, body, time.monotonic() - t0
+
+
+class WaitNoWorkersTest(harness.unittest.TestCase):
+    """GET ?wait_ms= on a server without workers: jobs stay queued unless the
+    API changes them."""
+
+    @classmethod
+    def setUpClass(cls):
+        # Room for two waiting requests (half the connections).
+        cls.srv = harness.Server(workers=0, args=["--max-connections", "4"])
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        if rc != 0:
+            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+
+    def test_wait_ms_bad_values_are_400(self):
+        job = self.srv.submit()
+        for bad in ["-1", "60001", "99999999999", "abc", "", "1.5", "1e3", "+5", "%205", "5x",
+                    "0x10"]:
+            st, body, _ = self.srv.get("/api/v1/jobs/%s?wait_ms=%s" % (job["id"], bad))
+            harness.assert_error(st, body, 400, "invalid_argument", "wait_ms=" + bad)
+            self.assertIn("wait_ms", body["error"]["message"], bad)
+            self.assertIn("60000", body["error"]["message"], bad)
+
+    def test_wait_ms_bounds_are_accepted(self):
+        job = self.srv.submit()
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=0" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body, self.srv.job(job["id"]))
+        self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=60000" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "cancelled")
+        self.assertLess(took, 5)
+
+    def test_wait_for_unknown_job_is_404_at_once(self):
+        missing = "01900000-0000-7000-8000-000000000000"
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=20000" % missing)
+        harness.assert_error(st, body, 404, "not_found")
+        self.assertLess(took, 5)
+
+    def test_wait_expires_with_the_job_as_it_stands(self):
+        job = self.srv.submit()
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=400" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "queued")
+        self.assertEqual(body, self.srv.job(job["id"]))
+        self.assertGreaterEqual(took, 0.4)
+        self.assertLess(took, 10)
+
+    def test_wait_on_terminal_job_answers_at_once(self):
+        job = self.srv.submit()
+        st, cancelled, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+        self.assertEqual(st, 200, cancelled)
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=20000" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body, cancelled)
+        self.assertLess(took, 5)
+
+    def test_wait_ends_when_the_job_is_cancelled(self):
+        job = self.srv.submit()
+        path = "/api/v1/jobs/%s?wait_ms=20000" % job["id"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(timed_get, self.srv, path)
+            time.sleep(0.3)
+            st, cancelled, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+            self.assertEqual(st, 200, cancelled)
+            st, body, took = waiting.result(timeout=30)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "cancelled")
+        self.assertEqual(body, self.srv.job(job["id"]))
+        self.assertGreaterEqual(took, 0.25)  # held until the cancel
+        self.assertLess(took, 10)
+
+    def test_waits_beyond_the_cap_answer_at_once(self):
+        # Three waits where two may wait: whatever the order, exactly one
+        # is answered at once with the job still queued.
+        job = self.srv.submit()
+        path = "/api/v1/jobs/%s?wait_ms=2000" % job["id"]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = [f.result(timeout=30)
+                       for f in [pool.submit(timed_get, self.srv, path) for _ in range(3)]]
+        for st, body, _ in results:
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["status"], "queued")
+        took = sorted(r[2] for r in results)
+        self.assertLess(took[0], 1.5, took)
+        self.assertGreaterEqual(took[1], 2.0, took)
+
+
+class WaitTest(harness.unittest.TestCase):
+    """GET ?wait_ms= on a server that runs jobs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = harness.Server(workers=2)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        if rc != 0:
+            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+
+    def test_wait_answers_as_soon_as_the_job_completes(self):
+        t0 = time.monotonic()
+        job = self.srv.submit("sleep", {"ms": 300})
+        st, body, _ = self.srv.get("/api/v1/jobs/%s?wait_ms=20000" % job["id"])
+        took = time.monotonic() - t0
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "completed", body)
+        self.assertEqual(body["result"], {"slept_ms": 300})
+        self.assertEqual(body, self.srv.job(job["id"]))
+        self.assertGreaterEqual(took, 0.3)
+        self.assertLess(took, 10)
+
+    def test_wait_answers_a_failed_job(self):
+        job = self.srv.submit("http", {"url": "http://127.0.0.1:1/"}, max_attempts=1)
+        st, body, took = timed_get(self.srv, "/api/v1/jobs/%s?wait_ms=20000" % job["id"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "failed", body)
+        self.assertLess(took, 15)
+
+    def test_wait_ends_when_a_running_job_is_cancelled(self):
+        job = self.srv.submit("sleep", {"ms": 20000})
+        self.srv.wait_status(job["id"], "running")
+        path = "/api/v1/jobs/%s?wait_ms=20000" % job["id"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(timed_get, self.srv, path)
+            time.sleep(0.3)
+            st, _, _ = self.srv.post("/api/v1/jobs/%s/cancel" % job["id"])
+            self.assertEqual(st, 200)
+            st, body, took = waiting.result(timeout=30)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "cancelled")
+        self.assertLess(took, 10)
+
+    def test_many_waits_on_many_jobs(self):
+        jobs = [self.srv.submit("sleep", {"ms": 50 * (i % 4)}) for i in range(12)]
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            futs = [pool.submit(timed_get, self.srv, "/api/v1/jobs/%s?wait_ms=20000" % j["id"])
+                    for j in jobs]
+            results = [f.result(timeout=60) for f in futs]
+        for j, (st, body, took) in zip(jobs, results):
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["id"], j["id"])
+            self.assertEqual(body["status"], "completed", body)
+            self.assertLess(took, 15)
+
+
+class WaitShutdownTest(harness.unittest.TestCase):
+    def test_stopping_the_server_answers_waiting_requests(self):
+        with harness.Server(workers=0) as srv:
+            job = srv.submit()
+            path = "/api/v1/jobs/%s?wait_ms=30000" % job["id"]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                waits = [pool.submit(timed_get, srv, path) for _ in range(2)]
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                srv.proc.send_signal(signal.SIGTERM)
+                results = [w.result(timeout=30) for w in waits]
+                srv.proc.wait(15)
+                stopped = time.monotonic() - t0
+        for st, body, took in results:
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["id"], job["id"])
+            self.assertEqual(body["status"], "queued")
+            self.assertGreaterEqual(took, 0.25)  # held until the stop
+            self.assertLess(took, 10)
+        self.assertLess(stopped, 10)
 
 
 if __name__ == "__main__":
