@@ -146,9 +146,11 @@ static bool message_lost(jp_app *app, const jp_job *job, int64_t now, void *arg)
  * has queued jobs: then some message must be missing. */
 static bool messages_may_be_missing(jp_app *app)
 {
-    int64_t counts[JP_ST__COUNT];
+    int64_t queued = 0, running = 0;
     json_t *stats = NULL;
-    if (jp_store_counts(app->store, counts, NULL) < 0 || counts[JP_ST_QUEUED] == 0 ||
+    /* Counted by status, not all at once: finished jobs pile up. */
+    if (jp_store_count(app->store, JP_ST_QUEUED, &queued, NULL) < 0 || queued == 0 ||
+        jp_store_count(app->store, JP_ST_RUNNING, &running, NULL) < 0 ||
         jp_queue_stats(app->queue, &stats, NULL) < 0)
         return false;
     int64_t in_redis = 0;
@@ -162,7 +164,7 @@ static bool messages_may_be_missing(jp_app *app)
     }
     json_decref(stats);
     /* A running job keeps its message until its outcome is recorded. */
-    return in_redis < counts[JP_ST_QUEUED] + counts[JP_ST_RUNNING];
+    return in_redis < queued + running;
 }
 
 size_t jp_reconciler_pass(jp_app *app)

@@ -138,6 +138,7 @@ enum {
     SQL_JOB_EXISTS,
     SQL_ATTEMPTS_LIST,
     SQL_COUNTS,
+    SQL_COUNT_STATUS,
     SQL_DUE_IDS,
     SQL_NEXT_DUE,
     SQL_SCAN_FIRST,
@@ -160,6 +161,7 @@ static const jp_sql_def sql_defs[SQL__COUNT] = {
                            " FROM attempts WHERE job_id = $1 ORDER BY attempt",
                            0},
     [SQL_COUNTS] = {"SELECT status, COUNT(*) FROM jobs GROUP BY status", 0},
+    [SQL_COUNT_STATUS] = {"SELECT COUNT(*) FROM jobs WHERE status = $1", 0},
     /* The status is written out so the partial index jobs_due serves. */
     [SQL_DUE_IDS] = {"SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= $1"
                      " ORDER BY run_at LIMIT $2",
@@ -896,6 +898,24 @@ fail:
         return rc;
     memcpy(counts, out, sizeof out);
     return 0;
+}
+
+int jp_store_count(jp_store *s, jp_status status, int64_t *ret_n, jp_err *err)
+{
+    jp_conn *c;
+    jp_stmt *q;
+    int rc = jp_db_begin(s->db, JP_TX_READ, &c, err);
+    if (rc < 0)
+        return rc;
+    STMT(c, SQL_COUNT_STATUS, q, err);
+    jp_stmt_bind_text(q, 1, jp_status_name(status));
+    rc = jp_stmt_step(q, err);
+    if (rc == JP_DB_ROW)
+        *ret_n = jp_stmt_int64(q, 0);
+    jp_stmt_reset(q);
+fail:
+    jp_conn_rollback(c);
+    return rc < 0 ? rc : 0;
 }
 
 int jp_store_scan(jp_store *s, jp_status status, const char *after_id, size_t limit,

@@ -66,8 +66,11 @@ int jp_store_list(jp_store *s, const jp_list_filter *f, jp_job ***ret_jobs, size
  * (new reference). JP_ENOTFOUND if the job does not exist. */
 int jp_store_attempts(jp_store *s, const char *id, json_t **ret_attempts, jp_err *err);
 
-/* Number of jobs in each status. */
+/* Number of jobs in each status: reads every job. */
 int jp_store_counts(jp_store *s, int64_t counts[JP_ST__COUNT], jp_err *err);
+
+/* Number of jobs in one status: reads only those (through an index). */
+int jp_store_count(jp_store *s, jp_status status, int64_t *ret_n, jp_err *err);
 
 /* One state change of one job, for jp_store_apply. */
 typedef struct jp_store_op {

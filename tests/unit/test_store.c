@@ -774,6 +774,11 @@ static void test_counts_by_status(void **state)
     assert_int_equal(counts[JP_ST_FAILED], 13);
     assert_int_equal(counts[JP_ST_RUNNING], 0);
     assert_int_equal(counts[JP_ST_PENDING], 0);
+    for (int st = 0; st < JP_ST__COUNT; st++) {
+        int64_t one = -1;
+        assert_int_equal(jp_store_count(f->store, (jp_status)st, &one, &err), 0);
+        assert_int_equal(one, counts[st]);
+    }
 }
 
 static void test_scan_by_status_ascending(void **state)
