@@ -57,7 +57,8 @@ struct jp_worker {
     const char *queues[MAX_QUEUES + 1];
     jp_queue *q;
     jp_engine *engine;
-    jp_reporter *rep;
+    jp_reporter *rep_start;  /* starts (and refusals), from the fetch thread */
+    jp_reporter *rep_done;   /* outcomes, from the finisher */
     jp_redis_sub *sub;
     jp_batcher *acker;
     int64_t lease_ms;
@@ -139,7 +140,7 @@ static void ack(jp_worker *w, jp_qmsg *msg)
 /* Sends until the report is durable. Gives up only when the worker is past
  * its drain timeout and the destination stays away: then the message stays
  * unacknowledged and the job runs again elsewhere after the lease. */
-static int report(jp_worker *w, jp_store_op *ops, size_t n)
+static int report(jp_worker *w, jp_reporter *rep, jp_store_op *ops, size_t n)
 {
     jp_err err;
     int64_t first = jp_mono_ms();
@@ -147,7 +148,7 @@ static int report(jp_worker *w, jp_store_op *ops, size_t n)
     bool warned = false;
     for (;;) {
         jp_err_clear(&err);
-        int rc = jp_reporter_send(w->rep, ops, n, &err);
+        int rc = jp_reporter_send(rep, ops, n, &err);
         if (rc == 0) {
             if (warned)
                 jp_info("job %s: report delivered", ops[0].job_id);
@@ -197,7 +198,7 @@ static void refuse_message(jp_worker *w, jp_qmsg *msg, const char *code, const c
         ops[1].ev.error = error;
         ops[1].ev.retryable = retryable;
         ops[1].ev.backoff_ms = backoff(w, msg->attempt);
-        report(w, ops, 2);
+        report(w, w->rep_start, ops, 2);
         json_decref(error);
     }
     ack(w, msg);
@@ -281,7 +282,7 @@ static void start_slots(jp_worker *w, size_t *idx, size_t n)
         init_op(w, &ops[k], s->job->id, JP_EV_START, s->msg.attempt);
         idx[k++] = idx[i];
     }
-    bool sent = k == 0 || report(w, ops, k) == 0;
+    bool sent = k == 0 || report(w, w->rep_start, ops, k) == 0;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < k; i++) {
         slot *s = &w->slots[idx[i]];
@@ -381,7 +382,7 @@ static void *finisher_main(void *arg)
                 }
             }
         }
-        if (report(w, ops, n) == 0) {
+        if (report(w, w->rep_done, ops, n) == 0) {
             for (size_t i = 0; i < n; i++)
                 msgs[i] = w->slots[idx[i]].msg;
             ack_many(w, msgs, n);
@@ -618,7 +619,8 @@ static void destroy(jp_worker *w)
 {
     jp_redis_cancel_unsubscribe(w->sub);
     jp_batcher_free(w->acker);
-    jp_reporter_free(w->rep);
+    jp_reporter_free(w->rep_start);
+    jp_reporter_free(w->rep_done);
     jp_queue_free(w->q);
     jp_engine_free(w->engine);
     pthread_cond_destroy(&w->hb_cv);
@@ -673,12 +675,17 @@ int jp_worker_start(const jp_worker_config *cfg, jp_worker **ret, jp_err *err)
         goto fail;
     if (cfg->weighted)
         jp_redis_set_weighted(w->q, true);
-    if (strcmp(cfg->report, "db") == 0)
-        rc = jp_reporter_db_new(cfg->database, &w->rep, err);
-    else
-        rc = jp_reporter_api_new(cfg->control_plane, cfg->token, &w->rep, err);
-    if (rc < 0)
-        goto fail;
+    /* Starts and outcomes go by separate reporters, so neither waits for
+     * the other's round trip. */
+    for (int i = 0; i < 2; i++) {
+        jp_reporter **rep = i == 0 ? &w->rep_start : &w->rep_done;
+        if (strcmp(cfg->report, "db") == 0)
+            rc = jp_reporter_db_new(cfg->database, rep, err);
+        else
+            rc = jp_reporter_api_new(cfg->control_plane, cfg->token, rep, err);
+        if (rc < 0)
+            goto fail;
+    }
     if ((rc = jp_batcher_new(flush_acks, w, &w->acker, err)) < 0)
         goto fail;
     if ((rc = jp_redis_cancel_subscribe(cfg->redis, on_cancel, w, &w->sub, err)) < 0)
