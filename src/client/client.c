@@ -79,11 +79,6 @@ int jp_client_new(const char *base_url, const char *token, jp_client **ret_clien
     while (len > 0 && base_url[len - 1] == '/')
         len--;
     c->base = jp_xstrndup(base_url, len);
-    c->curl = curl_easy_init();
-    if (!c->curl) {
-        rc = jp_err_set(err, JP_EINTERNAL, "cannot create an HTTP handle");
-        goto out;
-    }
     c->headers = curl_slist_append(c->headers, "Accept: application/json");
     c->headers = curl_slist_append(c->headers, "Content-Type: application/json");
     /* Bodies are small and the server takes them at once: skip the
@@ -97,6 +92,24 @@ int jp_client_new(const char *base_url, const char *token, jp_client **ret_clien
         rc = jp_err_set(err, JP_EINTERNAL, "cannot build request headers");
         goto out;
     }
+    *ret_client = c;
+    c = NULL;
+out:
+    free(auth);
+    jp_client_free(c);
+    return rc;
+}
+
+/* The handle is made at the first request, not with the client: creating
+ * it sets up libcurl and OpenSSL (about 2 MiB of memory), which a worker
+ * with nothing to report yet need not carry. */
+static int make_handle(jp_client *c, jp_err *err)
+{
+    if (c->curl)
+        return 0;
+    c->curl = curl_easy_init();
+    if (!c->curl)
+        return jp_err_set(err, JP_EINTERNAL, "cannot create an HTTP handle");
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
@@ -104,12 +117,8 @@ int jp_client_new(const char *base_url, const char *token, jp_client **ret_clien
     curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "jobplane-cli");
     curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    *ret_client = c;
-    c = NULL;
-out:
-    free(auth);
-    jp_client_free(c);
-    return rc;
+    jp_client_set_interrupt(c, c->interrupt);
+    return 0;
 }
 
 void jp_client_free(jp_client *c)
@@ -143,6 +152,8 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 void jp_client_set_interrupt(jp_client *c, const volatile sig_atomic_t *flag)
 {
     c->interrupt = flag;
+    if (!c->curl)
+        return; /* applied when the handle is made */
     /* curl retries a poll that a signal interrupts, so only its progress
      * callback, called at least once a second, can notice the flag. */
     curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, flag ? on_progress : NULL);
@@ -182,6 +193,8 @@ int jp_client_request(jp_client *c, const char *method, const char *path, const 
     out.too_big = false;
     if (body && is_get)
         return jp_err_set(err, JP_EINVAL, "a GET request has no body");
+    if ((rc = make_handle(c, err)) < 0)
+        return rc;
     if (body) {
         text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text)

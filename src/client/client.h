@@ -52,7 +52,9 @@ void jp_client_set_interrupt(jp_client *c, const volatile sig_atomic_t *flag);
  *                no other code means that;
  *   JP_ETOOBIG   the response is larger than JP_CLIENT_MAX_RESPONSE;
  *   JP_ECANCELLED the interrupt flag was set (jp_client_set_interrupt);
- *   JP_EINVAL    a body with GET, or a body that cannot be encoded. */
+ *   JP_EINVAL    a body with GET, or a body that cannot be encoded;
+ *   JP_EINTERNAL libcurl could not make a handle (made at the first request,
+ *                so that a client that never sends carries no TLS library). */
 int jp_client_request(jp_client *c, const char *method, const char *path, const json_t *body,
                       long *ret_status, json_t **ret_body, jp_err *err);
 

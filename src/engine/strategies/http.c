@@ -12,6 +12,7 @@
 #include <libxml/xmlerror.h>
 #include <libxml/xpath.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -66,10 +67,25 @@ static void silent_structured(void *ctx, xmlErrorPtr error)
 {
 }
 
-void jp_http_global_init(void)
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void lib_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     xmlInitParser();
+}
+
+/* The libraries' set-up (OpenSSL's among it) costs a process about 2 MiB
+ * that an engine which never runs an http job would carry for nothing, so it
+ * waits for the first run. That needs a curl whose global init is
+ * thread-safe; with an older one it happens here, single-threaded. */
+void jp_http_global_init(void)
+{
+#ifdef CURL_VERSION_THREADSAFE
+    if (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_THREADSAFE)
+        return;
+#endif
+    pthread_once(&lib_once, lib_init);
 }
 
 /* ---- payload ---- */
@@ -670,6 +686,7 @@ static int http_run(void *ctx, const json_t *payload, jp_task *task, jp_outcome 
     long status = 0;
     int rc = -1;
 
+    pthread_once(&lib_once, lib_init);
     jp_buf_init(&r.body, 0);
     r.headers = json_object();
     r.task = task;

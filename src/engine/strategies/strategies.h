@@ -28,7 +28,10 @@ jp_strategy jp_strategy_sleep(void);
 jp_strategy jp_strategy_exec(jp_exec_conf *ctx);
 jp_strategy jp_strategy_http(jp_http_conf *ctx);
 
-/* One-time, thread-safe library initialisation for http (curl, libxml2). */
+/* Call once, single-threaded, before any http run: sets up curl and libxml2
+ * now when curl's own set-up is not thread-safe, else leaves it to the
+ * first run (the libraries cost memory an engine without http jobs need not
+ * carry). */
 void jp_http_global_init(void);
 
 /* Fills out->error with {"code", "message"} and out->retryable; returns -1 so a
