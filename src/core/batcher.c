@@ -11,7 +11,7 @@ struct jp_batcher {
     void *arg;
     pthread_mutex_t mu;
     pthread_cond_t work;  /* the batching thread waits here for items */
-    pthread_cond_t done;  /* submitters wait here for their results */
+    bool idle;            /* the batching thread waits on work: a submit wakes it */
     jp_batch_item *head, *tail;
     bool stop;
     pthread_t thread;
@@ -25,8 +25,11 @@ static void *run(void *arg)
 
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->head && !b->stop)
+        while (!b->head && !b->stop) {
+            b->idle = true;
             pthread_cond_wait(&b->work, &b->mu);
+            b->idle = false;
+        }
         if (!b->head)
             break;
         jp_batch_item *batch = b->head;
@@ -54,11 +57,13 @@ static void *run(void *arg)
                 items[waited++] = items[i];
         }
 
+        /* Each submitter waits on its own condition variable, so only those
+         * whose items were in this round wake, not those of the next one. */
         pthread_mutex_lock(&b->mu);
-        for (size_t i = 0; i < waited; i++)
+        for (size_t i = 0; i < waited; i++) {
             items[i]->done = true;
-        if (waited)
-            pthread_cond_broadcast(&b->done);
+            pthread_cond_signal(items[i]->waiter);
+        }
     }
     pthread_mutex_unlock(&b->mu);
     free(items);
@@ -72,9 +77,7 @@ int jp_batcher_new(jp_batch_flush_fn flush, void *arg, jp_batcher **ret, jp_err 
     b->arg = arg;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->work, NULL);
-    pthread_cond_init(&b->done, NULL);
     if (pthread_create(&b->thread, NULL, run, b) != 0) {
-        pthread_cond_destroy(&b->done);
         pthread_cond_destroy(&b->work);
         pthread_mutex_destroy(&b->mu);
         free(b);
@@ -93,7 +96,6 @@ void jp_batcher_free(jp_batcher *b)
     pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
     pthread_join(b->thread, NULL);
-    pthread_cond_destroy(&b->done);
     pthread_cond_destroy(&b->work);
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -108,7 +110,8 @@ static int enqueue(jp_batcher *b, jp_batch_item *it, jp_err *err)
     else
         b->head = it;
     b->tail = it;
-    pthread_cond_signal(&b->work);
+    if (b->idle)
+        pthread_cond_signal(&b->work);
     return 0;
 }
 
@@ -126,19 +129,24 @@ int jp_batcher_post(jp_batcher *b, jp_batch_item *it, jp_err *err)
 
 int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err)
 {
+    pthread_cond_t waiter;
+    pthread_cond_init(&waiter, NULL);
     it->on_done = NULL;
     it->next = NULL;
     it->done = false;
+    it->waiter = &waiter;
     it->rc = 0;
     jp_err_clear(&it->err);
     pthread_mutex_lock(&b->mu);
     if (enqueue(b, it, err) < 0) {
         pthread_mutex_unlock(&b->mu);
+        pthread_cond_destroy(&waiter);
         return JP_EUNAVAIL;
     }
     while (!it->done)
-        pthread_cond_wait(&b->done, &b->mu);
+        pthread_cond_wait(&waiter, &b->mu);
     pthread_mutex_unlock(&b->mu);
+    pthread_cond_destroy(&waiter);
     if (it->rc < 0 && err)
         *err = it->err;
     return it->rc;

@@ -22,6 +22,7 @@ typedef struct jp_batch_item {
     int rc;                      /* set by flush: 0 or a JP_E* code */
     jp_err err;                  /* set by flush when rc < 0 */
     bool done;                   /* private */
+    void *waiter;                /* private: what wakes jp_batcher_submit */
     /* For jp_batcher_post: called on the batching thread after the flush;
      * it owns the item from then on. NULL for jp_batcher_submit. */
     void (*on_done)(struct jp_batch_item *it);

@@ -18,6 +18,13 @@ int64_t jp_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t jp_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date. Plain arithmetic rather
  * than timegm/gmtime_r: glibc takes a process-wide lock in those, and job
  * timestamps are converted on every request from every thread. The calendar

@@ -14,6 +14,8 @@
 int64_t jp_now_ms(void);
 /* Monotonic clock, ms; only differences mean anything. */
 int64_t jp_mono_ms(void);
+/* The same clock in microseconds. */
+int64_t jp_mono_us(void);
 
 /* Formats `ms` as RFC 3339 UTC with milliseconds into `out` (JP_TIME_STR_MAX bytes). */
 void jp_time_format(int64_t ms, char out[JP_TIME_STR_MAX]);

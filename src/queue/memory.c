@@ -1,6 +1,11 @@
 /* The in-process queue of embedded mode: per queue name, one FIFO per
  * priority, taken strictly by priority. Nothing here is durable: after a
- * restart the server refills it from the store. */
+ * restart the server refills it from the store.
+ *
+ * A waiting message is kept as the few job fields its job_data needs, in one
+ * allocation; the JSON is built when it is taken, by the consumer's thread
+ * and outside the lock. A restart pushes every queued job at once, before
+ * anything runs, so what a push costs delays the whole restart. */
 #include "core/jtime.h"
 #include "core/mem.h"
 #include "queue/queue_impl.h"
@@ -15,8 +20,12 @@ typedef struct node {
     struct node *next;
     char job_id[JP_UUID_STR_LEN + 1];
     int attempt;
-    json_t *data;        /* owned */
+    json_t *payload;     /* owned reference; NULL if none */
+    const char *key;     /* in text; NULL if none */
+    int timeout_seconds;
+    int max_attempts;
     int64_t enqueued_ms;
+    char strategy[];     /* then the key, if any: both NUL-terminated */
 } node;
 
 typedef struct fifo {
@@ -30,10 +39,14 @@ typedef struct mqueue {
     fifo prio[JP_PRIO__COUNT];
 } mqueue;
 
+_Static_assert(sizeof ((jp_qmsg *)0)->queue == sizeof ((mqueue *)0)->name,
+               "a message carries its queue's whole name");
+
 typedef struct memq {
     jp_queue base;
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* signalled when messages arrive or on wake */
+    size_t sleepers;         /* threads waiting on cv: whom a push must wake */
     mqueue *queues;          /* a handful of names in practice: linear search */
     size_t nqueues, capqueues;
     size_t waiting;          /* messages waiting over all queues */
@@ -63,13 +76,24 @@ static int mem_push(jp_queue *q, jp_job *const *jobs, size_t n, jp_err *err)
     int64_t now = jp_now_ms();
     node **nodes = jp_xmalloc(n * sizeof *nodes);
 
-    /* Build the messages outside the lock: it is the costly part. */
+    /* Allocate outside the lock. */
     for (size_t i = 0; i < n; i++) {
-        node *nd = jp_xmalloc(sizeof *nd);
+        const jp_job *job = jobs[i];
+        const char *strategy = job->strategy ? job->strategy : "";
+        size_t slen = strlen(strategy) + 1, klen = job->key ? strlen(job->key) + 1 : 0;
+        node *nd = jp_xmalloc(sizeof *nd + slen + klen);
         nd->next = NULL;
-        memcpy(nd->job_id, jobs[i]->id, sizeof nd->job_id);
-        nd->attempt = jobs[i]->attempts + 1;
-        nd->data = jp_job_to_message(jobs[i], nd->attempt);
+        memcpy(nd->job_id, job->id, sizeof nd->job_id);
+        nd->attempt = job->attempts + 1;
+        nd->payload = job->payload ? json_incref(job->payload) : NULL;
+        memcpy(nd->strategy, strategy, slen);
+        nd->key = NULL;
+        if (klen) {
+            memcpy(nd->strategy + slen, job->key, klen);
+            nd->key = nd->strategy + slen;
+        }
+        nd->timeout_seconds = job->timeout_seconds;
+        nd->max_attempts = job->max_attempts;
         nd->enqueued_ms = now;
         nodes[i] = nd;
     }
@@ -87,9 +111,12 @@ static int mem_push(jp_queue *q, jp_job *const *jobs, size_t n, jp_err *err)
         f->length++;
     }
     m->waiting += n;
-    if (n == 1)
-        pthread_cond_signal(&m->cv);
-    else
+    /* Each woken consumer takes at least one message: waking more than n
+     * would only have the rest find nothing and sleep again. */
+    if (m->sleepers > n)
+        for (size_t i = 0; i < n; i++)
+            pthread_cond_signal(&m->cv);
+    else if (m->sleepers)
         pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     free(nodes);
@@ -107,9 +134,19 @@ static bool wanted(const char *name, const char *const *queues)
     return false;
 }
 
-/* Takes up to max messages, priority first, then queue order. Locked. */
-static size_t take(memq *m, const char *const *queues, size_t max, jp_qmsg *out)
+static void node_free(node *nd)
 {
+    json_decref(nd->payload);
+    free(nd);
+}
+
+/* Takes up to max messages, priority first, then queue order, into
+ * out[0..n) without their data; their nodes are chained from *ret_nodes in
+ * the same order, for finish_take. Locked. */
+static size_t take(memq *m, const char *const *queues, size_t max, jp_qmsg *out,
+                   node **ret_nodes)
+{
+    node **link = ret_nodes;
     size_t got = 0;
     for (int p = 0; p < JP_PRIO__COUNT && got < max; p++) {
         for (size_t qi = 0; qi < m->nqueues && got < max; qi++) {
@@ -129,15 +166,37 @@ static size_t take(memq *m, const char *const *queues, size_t max, jp_qmsg *out)
                 memcpy(msg->job_id, nd->job_id, sizeof msg->job_id);
                 msg->attempt = nd->attempt;
                 msg->priority = p;
-                snprintf(msg->queue, sizeof msg->queue, "%s", mq->name);
-                msg->data = nd->data;  /* ownership moves to the message */
+                memcpy(msg->queue, mq->name, sizeof msg->queue);
+                msg->data = NULL;
                 msg->handle[0] = '\0';
                 msg->enqueued_ms = nd->enqueued_ms;
-                free(nd);
+                *link = nd;
+                link = &nd->next;
             }
         }
     }
+    *link = NULL;
     return got;
+}
+
+/* Gives taken messages their job_data and frees their nodes. Unlocked. */
+static void finish_take(jp_qmsg *out, node *nodes)
+{
+    for (jp_qmsg *msg = out; nodes; msg++) {
+        node *nd = nodes;
+        nodes = nd->next;
+        jp_job view = {0};
+        memcpy(view.id, nd->job_id, sizeof view.id);
+        view.queue = msg->queue;
+        view.strategy = nd->strategy;
+        view.payload = nd->payload;
+        view.priority = msg->priority;
+        view.key = (char *)nd->key;
+        view.timeout_seconds = nd->timeout_seconds;
+        view.max_attempts = nd->max_attempts;
+        msg->data = jp_job_to_message(&view, nd->attempt);
+        node_free(nd);
+    }
 }
 
 static void deadline_after(struct timespec *ts, int ms)
@@ -151,31 +210,70 @@ static void deadline_after(struct timespec *ts, int ms)
     }
 }
 
-static int mem_pop(jp_queue *q, const char *const *queues, size_t max, int timeout_ms,
-                   jp_qmsg *out, size_t *ret_n, jp_err *err)
+/* How many of the waiting messages a consumer taking a fair share of them
+ * may take: ceil(waiting / share), at most max. Locked. */
+static size_t share_of(memq *m, const char *const *queues, size_t max, size_t share)
 {
-    memq *m = (memq *)q;
+    size_t waiting = 0;
+    if (!queues) {
+        waiting = m->waiting;
+    } else {
+        for (size_t qi = 0; qi < m->nqueues; qi++)
+            if (wanted(m->queues[qi].name, queues))
+                for (int p = 0; p < JP_PRIO__COUNT; p++)
+                    waiting += m->queues[qi].prio[p].length;
+    }
+    size_t fair = (waiting + share - 1) / share;
+    return fair < max ? fair : max;
+}
+
+/* Pop and claim: share 0 takes up to max, else a fair share (share_of). */
+static int pop_share(memq *m, const char *const *queues, size_t max, size_t share,
+                     int timeout_ms, jp_qmsg *out, size_t *ret_n)
+{
     struct timespec deadline;
-    size_t got;
+    node *taken = NULL;
+    size_t got = 0;
 
     if (timeout_ms > 0)
         deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&m->mu);
     for (;;) {
-        got = m->waiting ? take(m, queues, max, out) : 0;
+        size_t limit = share ? share_of(m, queues, max, share) : max;
+        got = m->waiting && limit ? take(m, queues, limit, out, &taken) : 0;
         if (got || timeout_ms == 0 || m->woken)
             break;
-        if (timeout_ms < 0) {
+        int rc = 0;
+        m->sleepers++;
+        if (timeout_ms < 0)
             pthread_cond_wait(&m->cv, &m->mu);
-        } else if (pthread_cond_timedwait(&m->cv, &m->mu, &deadline) != 0) {
-            got = m->waiting ? take(m, queues, max, out) : 0;
+        else
+            rc = pthread_cond_timedwait(&m->cv, &m->mu, &deadline);
+        m->sleepers--;
+        if (rc != 0) {
+            limit = share ? share_of(m, queues, max, share) : max;
+            got = m->waiting && limit ? take(m, queues, limit, out, &taken) : 0;
             break;
         }
     }
     pthread_mutex_unlock(&m->mu);
+    finish_take(out, taken);
     *ret_n = got;
-    (void)err;
     return 0;
+}
+
+static int mem_pop(jp_queue *q, const char *const *queues, size_t max, int timeout_ms,
+                   jp_qmsg *out, size_t *ret_n, jp_err *err)
+{
+    (void)err;
+    return pop_share((memq *)q, queues, max, 0, timeout_ms, out, ret_n);
+}
+
+static int mem_claim(jp_queue *q, const char *const *queues, size_t max, size_t share,
+                     int timeout_ms, jp_qmsg *out, size_t *ret_n, jp_err *err)
+{
+    (void)err;
+    return pop_share((memq *)q, queues, max, share ? share : 1, timeout_ms, out, ret_n);
 }
 
 static int mem_ack(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err)
@@ -241,8 +339,7 @@ static void mem_free(jp_queue *q)
             node *nd = m->queues[qi].prio[p].head;
             while (nd) {
                 node *next = nd->next;
-                json_decref(nd->data);
-                free(nd);
+                node_free(nd);
                 nd = next;
             }
         }
@@ -262,6 +359,7 @@ static const jp_queue_ops memory_ops = {
     .wake = mem_wake,
     .stats = mem_stats,
     .free = mem_free,
+    .claim = mem_claim,
 };
 
 jp_queue *jp_queue_memory_new(void)

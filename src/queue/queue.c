@@ -28,6 +28,17 @@ int jp_queue_pop(jp_queue *q, const char *const *queues, size_t max, int timeout
     return q->ops->pop(q, queues, max, timeout_ms, out, ret_n, err);
 }
 
+int jp_queue_claim(jp_queue *q, const char *const *queues, size_t max, size_t share,
+                   int timeout_ms, jp_qmsg *out, size_t *ret_n, jp_err *err)
+{
+    *ret_n = 0;
+    if (max == 0)
+        return 0;
+    if (q->ops->claim)
+        return q->ops->claim(q, queues, max, share ? share : 1, timeout_ms, out, ret_n, err);
+    return q->ops->pop(q, queues, 1, timeout_ms, out, ret_n, err);
+}
+
 int jp_queue_ack(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err)
 {
     return n ? q->ops->ack(q, msgs, n, err) : 0;

@@ -71,6 +71,14 @@ int jp_queue_push(jp_queue *q, jp_job *const *jobs, size_t n, jp_err *err);
 int jp_queue_pop(jp_queue *q, const char *const *queues, size_t max, int timeout_ms,
                  jp_qmsg *out, size_t *ret_n, jp_err *err);
 
+/* Like jp_queue_pop, for consumers that take batches: takes at most a fair
+ * share, ceil(waiting / share) of the messages waiting in the named queues
+ * (and at most `max`), so that `share` such consumers leave work for each
+ * other instead of one taking everything. share 0 counts as 1. A backend
+ * without it takes one message at a time. */
+int jp_queue_claim(jp_queue *q, const char *const *queues, size_t max, size_t share,
+                   int timeout_ms, jp_qmsg *out, size_t *ret_n, jp_err *err);
+
 /* Acknowledges delivered messages: they are done and leave the queue. */
 int jp_queue_ack(jp_queue *q, const jp_qmsg *msgs, size_t n, jp_err *err);
 

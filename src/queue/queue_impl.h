@@ -18,6 +18,9 @@ typedef struct jp_queue_ops {
     void (*wake)(jp_queue *q);
     int (*stats)(jp_queue *q, json_t **ret_stats, jp_err *err);
     void (*free)(jp_queue *q);
+    /* Optional (NULL: jp_queue_claim takes one message with pop). */
+    int (*claim)(jp_queue *q, const char *const *queues, size_t max, size_t share,
+                 int timeout_ms, jp_qmsg *out, size_t *ret_n, jp_err *err);
 } jp_queue_ops;
 
 /* The Redis Streams backend's constructor (queue/redis.c). */

@@ -1,6 +1,15 @@
 /* The in-process engine of embedded mode: N threads take jobs from the
  * memory queue, claim them in the store (a START event, so every run is a
- * recorded attempt), run their strategy, and record the outcome. */
+ * recorded attempt), run their strategy, and record the outcome.
+ *
+ * Jobs are claimed in batches: a thread takes several from the queue and
+ * records all their STARTs in one commit, and the started jobs go on a ready
+ * list that every thread runs from. A commit costs the committer thread
+ * about as much for one job as for dozens, so short jobs drain many times
+ * faster; and since any idle thread takes the next ready job, a long job
+ * holds up only its own thread. Outcomes gather in an outbox that the next
+ * claim's commit carries, or that goes on its own when nothing else would
+ * carry it soon. */
 #include "server/app.h"
 
 #include "core/jtime.h"
@@ -13,19 +22,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-/* What one thread is running, so a cancel can reach it. */
-typedef struct slot {
-    char job_id[JP_UUID_STR_LEN + 1];  /* "" when idle */
-    jp_task *task;
-} slot;
+/* Most jobs one claim takes. */
+#define BATCH_MAX 128
+/* A claim takes about as many jobs as all threads run in this long at the
+ * recent run time: short jobs come in batches, long ones one at a time. A
+ * claimed job is recorded running from its claim's commit, so this bounds
+ * how early that is, as long as some thread is free to take it. */
+#define BATCH_BUDGET_US 1000
+/* How long an outcome may wait in the outbox for a claim to carry it. */
+#define OUTCOME_WAIT_US 1000
 
-typedef struct thread_arg {
-    jp_embedded *e;
-    size_t index;
-} thread_arg;
+/* One claimed job. What it runs is borrowed from its message's data. */
+typedef struct run {
+    struct run *next;              /* on the ready list */
+    struct run *live_prev, *live_next;  /* on the live list (mu) */
+    jp_qmsg msg;                   /* the delivery; its data is owned */
+    const char *strategy;
+    const json_t *payload;         /* NULL: none */
+    int64_t timeout_ms;
+    jp_task *task;                 /* while it runs (mu) */
+    bool cancelled;                /* a cancel came before its task was made (mu) */
+} run;
 
 struct jp_embedded {
     jp_app *app;
@@ -33,37 +52,62 @@ struct jp_embedded {
     char worker_id[JP_WORKER_ID_MAX];
     size_t nthreads;
     pthread_t *threads;
-    thread_arg *args;
     atomic_bool stopping;    /* take no more jobs */
     atomic_bool abandoning;  /* past the drain timeout: stop running ones */
-    pthread_mutex_t mu;      /* guards slots */
-    slot *slots;
-    atomic_size_t live;      /* threads not yet finished */
+    atomic_size_t running;   /* threads not yet finished */
+
+    pthread_mutex_t mu;      /* guards everything below */
+    pthread_cond_t cv;       /* the helper waits here for ready jobs or a turn in the queue */
+    size_t idle;             /* threads waiting on cv */
+    /* Threads waiting in the queue for jobs: all idle ones but one, which
+     * waits on cv to help run a claim that brought several jobs. */
+    size_t waiters, waiters_max;
+    run *ready, *ready_tail; /* started, not yet running, in claim order */
+    run live;                /* list head: claimed and not finished, what cancel looks at */
+    size_t nlive;
+    int64_t avg_run_us;      /* recent mean run time, which sizes claims */
+    /* Outcomes not yet handed to group commit; they hold their result and
+     * error references. */
+    jp_store_op *outbox;
+    size_t nout, capout;
+    int64_t outbox_since_us; /* when the oldest of them was made */
 };
 
-static void set_slot(jp_embedded *e, size_t i, const char *id, jp_task *task)
+/* What one thread keeps between its claims. */
+typedef struct worker {
+    jp_embedded *e;
+    jp_qmsg msgs[BATCH_MAX];  /* a claim as the queue delivers it */
+    run *claimed[BATCH_MAX];
+    jp_store_op *ops;         /* a claim's commit: the outbox it took, then its STARTs */
+    size_t nops, capops;
+} worker;
+
+
+/* Stops every live run of job id (all of them when id is NULL): the running
+ * one through its task, the others before they begin. Locked. */
+static void cancel_locked(jp_embedded *e, const char *id)
 {
-    pthread_mutex_lock(&e->mu);
-    snprintf(e->slots[i].job_id, sizeof e->slots[i].job_id, "%s", id ? id : "");
-    e->slots[i].task = task;
-    pthread_mutex_unlock(&e->mu);
+    for (run *r = e->live.live_next; r != &e->live; r = r->live_next) {
+        if (id && strcmp(r->msg.job_id, id) != 0)
+            continue;
+        if (r->task)
+            jp_task_cancel(r->task);
+        else
+            r->cancelled = true;
+    }
 }
 
 void jp_embedded_cancel(jp_embedded *e, const char *id)
 {
     pthread_mutex_lock(&e->mu);
-    for (size_t i = 0; i < e->nthreads; i++)
-        if (e->slots[i].task && strcmp(e->slots[i].job_id, id) == 0)
-            jp_task_cancel(e->slots[i].task);
+    cancel_locked(e, id);
     pthread_mutex_unlock(&e->mu);
 }
 
 json_t *jp_embedded_info(jp_embedded *e)
 {
-    size_t busy = 0;
     pthread_mutex_lock(&e->mu);
-    for (size_t i = 0; i < e->nthreads; i++)
-        busy += e->slots[i].task != NULL;
+    size_t busy = e->nlive;
     pthread_mutex_unlock(&e->mu);
     char started[JP_TIME_STR_MAX], now[JP_TIME_STR_MAX];
     jp_time_format(e->app->started_ms, started);
@@ -87,96 +131,337 @@ bool jp_embedded_has(jp_embedded *e, const char *strategy)
     return jp_engine_has(e->engine, strategy);
 }
 
-/* Applies one event for this run and logs what cannot be recorded. */
-static int record(jp_embedded *e, jp_store_op *op)
+/* Applies ops[0..n) and waits for the commit; logs what cannot be recorded.
+ * Returns 0 once committed (each op has its own rc), -1 when it gave up. */
+static int record(jp_embedded *e, jp_store_op *ops, size_t n)
 {
     jp_err err;
     jp_err_clear(&err);
     for (int tries = 0;; tries++) {
-        int rc = jp_app_apply(e->app, op, 1, &err);
-        if (rc == 0)
-            return op->rc < 0 || op->refused ? -1 : 0;
-        /* The database is away: hold on to the outcome and try again, since
-         * dropping it would leave the job running forever. */
+        if (jp_app_apply(e->app, ops, n, &err) == 0)
+            return 0;
+        /* The database is away: hold on to the changes and try again, since
+         * dropping an outcome would leave its job running forever. */
         if (tries == 0)
-            jp_warn("job %s: cannot record its state: %s; retrying", op->job_id,
-                    jp_err_msg(&err));
+            jp_warn("job %s%s: cannot record its state: %s; retrying", ops[0].job_id,
+                    n > 1 ? " and others" : "", jp_err_msg(&err));
         if (atomic_load(&e->abandoning) && tries > 50)
             return -1;
         usleep(100 * 1000);
     }
 }
 
-static void run_one(jp_embedded *e, size_t idx, const jp_qmsg *msg)
+/* Lets go of the result and error references of outcomes. */
+static void drop_outcomes(jp_store_op *ops, size_t n)
 {
-    jp_job *job = NULL;
-    int attempt = 0;
-    jp_err err;
-    jp_outcome out = {0};
-    jp_store_op op;
+    for (size_t i = 0; i < n; i++) {
+        json_decref((json_t *)ops[i].ev.result);
+        json_decref((json_t *)ops[i].ev.error);
+    }
+}
 
-    jp_err_clear(&err);
-    if (!msg->data || jp_job_from_message(msg->data, &job, &attempt, &err) < 0) {
-        jp_warn("job %s: unusable queue message: %s", msg->job_id, jp_err_msg(&err));
+/* Hands outcomes to group commit without waiting: nothing here depends on
+ * their verdict. */
+static void post_outcomes(jp_embedded *e, jp_store_op *ops, size_t n)
+{
+    if (!n)
         return;
+    if (jp_app_apply_async(e->app, ops, n, NULL) < 0)
+        record(e, ops, n);
+    drop_outcomes(ops, n);
+}
+
+/* Moves the outbox into w->ops (which must be empty), leaving w's old
+ * buffer as the outbox. Locked. */
+static void take_outbox(jp_embedded *e, worker *w)
+{
+    jp_store_op *ops = w->ops;
+    size_t cap = w->capops;
+    w->ops = e->outbox;
+    w->capops = e->capout;
+    w->nops = e->nout;
+    e->outbox = ops;
+    e->capout = cap;
+    e->nout = 0;
+}
+
+/* Posts the outbox on its own. Called locked; unlocks meanwhile. */
+static void flush_outbox(jp_embedded *e, worker *w)
+{
+    take_outbox(e, w);
+    pthread_mutex_unlock(&e->mu);
+    post_outcomes(e, w->ops, w->nops);
+    w->nops = 0;
+    pthread_mutex_lock(&e->mu);
+}
+
+static void grow_ops(worker *w, size_t need)
+{
+    if (need <= w->capops)
+        return;
+    w->capops = need > 2 * w->capops ? need : 2 * w->capops;
+    w->ops = jp_xrealloc(w->ops, w->capops * sizeof *w->ops);
+}
+
+/* Reads what to run from a message (job_data, core/job.h) without copying:
+ * the job's own checks were made when it was created. */
+static int read_message(run *r, jp_err *err)
+{
+    const json_t *data = r->msg.data;
+    if (!json_is_object(data))
+        return jp_err_set(err, JP_EINVAL, "job_data must be a JSON object");
+    const char *id = json_string_value(json_object_get(data, "id"));
+    if (!id || strcmp(id, r->msg.job_id) != 0)
+        return jp_err_set(err, JP_EINVAL, "job_data field \"id\" is not the message's job");
+    r->strategy = json_string_value(json_object_get(data, "strategy"));
+    if (!r->strategy)
+        return jp_err_set(err, JP_EINVAL, "job_data field \"strategy\" must be a string");
+    const json_t *t = json_object_get(data, "timeout_seconds");
+    json_int_t secs = json_is_integer(t) ? json_integer_value(t) : 0;
+    if (secs < 1 || secs > JP_TIMEOUT_LIMIT_S)
+        return jp_err_set(err, JP_EINVAL, "job_data field \"timeout_seconds\" must be 1 to %d",
+                          JP_TIMEOUT_LIMIT_S);
+    r->timeout_ms = (int64_t)secs * 1000;
+    r->payload = json_object_get(data, "payload");
+    return 0;
+}
+
+/* Acknowledges a run's message and frees it. Unlocked. */
+static void run_free(jp_embedded *e, run *r)
+{
+    jp_queue_ack(e->app->queue, &r->msg, 1, NULL);
+    jp_qmsgs_done(&r->msg, 1);
+    free(r);
+}
+
+static void unlink_live(jp_embedded *e, run *r)
+{
+    r->live_prev->live_next = r->live_next;
+    r->live_next->live_prev = r->live_prev;
+    e->nlive--;
+}
+
+/* How many jobs a claim takes: about what all threads run in
+ * BATCH_BUDGET_US at the recent run time. Locked. */
+static size_t claim_size(const jp_embedded *e)
+{
+    if (e->avg_run_us <= 0)
+        return BATCH_MAX;
+    int64_t k = (int64_t)e->nthreads * BATCH_BUDGET_US / e->avg_run_us;
+    return k < 1 ? 1 : k > BATCH_MAX ? BATCH_MAX : (size_t)k;
+}
+
+/* Takes jobs from the queue (waiting for some if `wait`: the caller counted
+ * this thread in e->waiters, and the count is given back here), records
+ * their STARTs (with the outbox taken into w->ops, in the same commit) and
+ * puts the started ones on the ready list. Returns how many it took. Called
+ * locked; unlocks meanwhile. */
+static size_t claim(jp_embedded *e, worker *w, bool wait)
+{
+    jp_queue *q = e->app->queue;
+    size_t want = claim_size(e);
+    size_t n = 0;
+    jp_err err;
+
+    take_outbox(e, w);
+    pthread_mutex_unlock(&e->mu);
+    /* Threads claiming at once share what is waiting rather than one taking
+     * it all. */
+    if (jp_queue_claim(q, NULL, want, e->nthreads, 0, w->msgs, &n, NULL) < 0 || n == 0) {
+        /* Nothing at once: the outcomes go now, not after a wait. */
+        post_outcomes(e, w->ops, w->nops);
+        w->nops = 0;
+        if (!wait || jp_queue_claim(q, NULL, want, e->nthreads, -1, w->msgs, &n, NULL) < 0)
+            n = 0;
     }
-    attempt = msg->attempt;
-    jp_task *task = jp_task_new((int64_t)job->timeout_seconds * 1000);
+
+    size_t nclaimed = 0;
+    for (size_t i = 0; i < n; i++) {
+        run *r = jp_xcalloc(1, sizeof *r);
+        r->msg = w->msgs[i];
+        jp_err_clear(&err);
+        if (read_message(r, &err) < 0) {
+            jp_warn("job %s: unusable queue message: %s", r->msg.job_id, jp_err_msg(&err));
+            run_free(e, r);
+            continue;
+        }
+        w->claimed[nclaimed++] = r;
+    }
+
+    pthread_mutex_lock(&e->mu);
+    if (wait) {
+        e->waiters--;
+        /* Someone must go on waiting in the queue: the helper does. */
+        if (e->idle)
+            pthread_cond_signal(&e->cv);
+    }
     /* Visible to cancel before the claim commits, so no cancel slips by. */
-    set_slot(e, idx, job->id, task);
-
-    memset(&op, 0, sizeof op);
-    memcpy(op.job_id, job->id, sizeof op.job_id);
-    op.ev.kind = JP_EV_START;
-    op.ev.attempt = attempt;
-    op.ev.worker_id = e->worker_id;
-    op.ev.now_ms = jp_now_ms();
-    if (record(e, &op) < 0)
-        goto out;  /* cancelled, already run, or poison: not ours to run */
-
-    int rc = jp_engine_run(e->engine, job->strategy, job->payload, task, &out);
-
-    memset(&op, 0, sizeof op);
-    memcpy(op.job_id, job->id, sizeof op.job_id);
-    op.ev.attempt = attempt;
-    op.ev.worker_id = e->worker_id;
-    op.ev.now_ms = jp_now_ms();
-    op.ev.result = out.result;
-    if (rc == 0) {
-        op.ev.kind = JP_EV_COMPLETE;
-    } else if (atomic_load(&e->abandoning) && jp_task_cancelled(task)) {
-        op.ev.kind = JP_EV_REQUEUE;  /* stopped by shutdown, not by the job */
-    } else {
-        op.ev.kind = JP_EV_FAIL;
-        op.ev.error = out.error;
-        op.ev.retryable = out.retryable;
-        op.ev.backoff_ms = jp_app_backoff_ms(e->app, attempt);
+    for (size_t i = 0; i < nclaimed; i++) {
+        run *r = w->claimed[i];
+        r->live_next = &e->live;
+        r->live_prev = e->live.live_prev;
+        e->live.live_prev->live_next = r;
+        e->live.live_prev = r;
     }
-    /* The outcome need not be waited for: nothing here depends on its
-     * verdict, and the next job can start while it commits. */
-    if (jp_app_apply_async(e->app, &op, 1, NULL) < 0)
-        record(e, &op);
-out:
-    set_slot(e, idx, NULL, NULL);
-    jp_outcome_done(&out);
+    e->nlive += nclaimed;
+    pthread_mutex_unlock(&e->mu);
+
+    size_t nouts = w->nops;
+    grow_ops(w, nouts + nclaimed);
+    int64_t now = jp_now_ms();
+    for (size_t i = 0; i < nclaimed; i++) {
+        jp_store_op *op = &w->ops[nouts + i];
+        memset(op, 0, sizeof *op);
+        memcpy(op->job_id, w->claimed[i]->msg.job_id, sizeof op->job_id);
+        op->ev.kind = JP_EV_START;
+        op->ev.attempt = w->claimed[i]->msg.attempt;
+        op->ev.worker_id = e->worker_id;
+        op->ev.now_ms = now;
+    }
+    int rc = nouts + nclaimed ? record(e, w->ops, nouts + nclaimed) : 0;
+    drop_outcomes(w->ops, nouts);
+    w->nops = 0;
+
+    size_t nstarted = 0, nrefused = 0;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < nclaimed; i++) {
+        run *r = w->claimed[i];
+        const jp_store_op *op = &w->ops[nouts + i];
+        if (rc == 0 && op->rc == 0 && !op->refused) {
+            r->next = NULL;
+            if (e->ready_tail)
+                e->ready_tail->next = r;
+            else
+                e->ready = r;
+            e->ready_tail = r;
+            nstarted++;
+        } else {
+            /* Refused: cancelled, already run, or poison: not ours to run. */
+            unlink_live(e, r);
+            w->claimed[nrefused++] = r;
+        }
+    }
+    /* This thread runs one of them itself; others wake for the rest. */
+    for (size_t i = 1; i < nstarted && i <= e->idle; i++)
+        pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    for (size_t i = 0; i < nrefused; i++)
+        run_free(e, w->claimed[i]);
+    pthread_mutex_lock(&e->mu);
+    return n;
+}
+
+/* Runs r and builds its outcome in *op (holding the result and error
+ * references). Unlocked. */
+static void run_one(jp_embedded *e, run *r, jp_store_op *op, int64_t *ret_us)
+{
+    jp_outcome out = {0};
+    jp_task *task = jp_task_new(r->timeout_ms);
+
+    pthread_mutex_lock(&e->mu);
+    r->task = task;
+    if (r->cancelled)
+        jp_task_cancel(task);
+    pthread_mutex_unlock(&e->mu);
+
+    int64_t t0 = jp_mono_us();
+    int rc = jp_engine_run(e->engine, r->strategy, r->payload, task, &out);
+    *ret_us = jp_mono_us() - t0;
+
+    memset(op, 0, sizeof *op);
+    memcpy(op->job_id, r->msg.job_id, sizeof op->job_id);
+    op->ev.attempt = r->msg.attempt;
+    op->ev.worker_id = e->worker_id;
+    op->ev.now_ms = jp_now_ms();
+    op->ev.result = out.result;  /* the references move to the outcome */
+    if (rc == 0) {
+        op->ev.kind = JP_EV_COMPLETE;
+        json_decref(out.error);
+    } else if (atomic_load(&e->abandoning) && jp_task_cancelled(task)) {
+        op->ev.kind = JP_EV_REQUEUE;  /* stopped by shutdown, not by the job */
+        json_decref(out.error);
+    } else {
+        op->ev.kind = JP_EV_FAIL;
+        op->ev.error = out.error;
+        op->ev.retryable = out.retryable;
+        op->ev.backoff_ms = jp_app_backoff_ms(e->app, r->msg.attempt);
+    }
+}
+
+/* Retires a finished run: its outcome into the outbox, and the run off the
+ * live list. Locked. */
+static void retire(jp_embedded *e, run *r, const jp_store_op *op, int64_t took_us)
+{
+    jp_task *task = r->task;
+    r->task = NULL;
+    unlink_live(e, r);
+    /* A long run makes the next claims small at once; short ones grow them
+     * back within a few runs. */
+    if (took_us >= e->avg_run_us)
+        e->avg_run_us = took_us;
+    else
+        e->avg_run_us -= (e->avg_run_us - took_us + 1) / 2;
+    if (e->nout == e->capout) {
+        e->capout = e->capout ? 2 * e->capout : BATCH_MAX;
+        e->outbox = jp_xrealloc(e->outbox, e->capout * sizeof *e->outbox);
+    }
+    if (!e->nout)
+        e->outbox_since_us = jp_mono_us();
+    e->outbox[e->nout++] = *op;
+    pthread_mutex_unlock(&e->mu);
     jp_task_free(task);
-    jp_job_free(job);
+    run_free(e, r);
+    pthread_mutex_lock(&e->mu);
 }
 
 static void *thread_main(void *arg)
 {
-    thread_arg *ta = arg;
-    jp_embedded *e = ta->e;
-    while (!atomic_load(&e->stopping)) {
-        jp_qmsg msg;
-        size_t n = 0;
-        if (jp_queue_pop(e->app->queue, NULL, 1, -1, &msg, &n, NULL) < 0 || n == 0)
+    worker *w = arg;
+    jp_embedded *e = w->e;
+
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        if (e->ready) {
+            run *r = e->ready;
+            e->ready = r->next;
+            if (!e->ready)
+                e->ready_tail = NULL;
+            /* Outcomes wait for a claim to carry them, but not long: not past
+             * OUTCOME_WAIT_US, and not at all behind runs that lately took
+             * about as long (nothing would carry them meanwhile). */
+            if (e->nout && (e->avg_run_us * 2 > OUTCOME_WAIT_US ||
+                            jp_mono_us() - e->outbox_since_us > OUTCOME_WAIT_US))
+                flush_outbox(e, w);
+            pthread_mutex_unlock(&e->mu);
+            jp_store_op op;
+            int64_t took_us;
+            run_one(e, r, &op, &took_us);
+            pthread_mutex_lock(&e->mu);
+            retire(e, r, &op, took_us);
             continue;
-        run_one(e, ta->index, &msg);
-        jp_queue_ack(e->app->queue, &msg, 1, NULL);
-        jp_qmsgs_done(&msg, 1);
+        }
+        if (atomic_load(&e->stopping))
+            break;
+        bool wait = e->waiters < e->waiters_max;
+        if (wait)
+            e->waiters++;
+        size_t got = claim(e, w, wait);
+        if (got || wait)
+            continue;
+        if (e->nout) {
+            flush_outbox(e, w);
+            continue;
+        }
+        e->idle++;
+        pthread_cond_wait(&e->cv, &e->mu);
+        e->idle--;
     }
-    atomic_fetch_sub(&e->live, 1);
+    if (e->nout)
+        flush_outbox(e, w);
+    pthread_mutex_unlock(&e->mu);
+    free(w->ops);
+    free(w);
+    atomic_fetch_sub(&e->running, 1);
     return NULL;
 }
 
@@ -200,25 +485,29 @@ int jp_embedded_start(jp_app *app, jp_embedded **ret, jp_err *err)
     snprintf(e->worker_id, sizeof e->worker_id, "%s:%ld", host, (long)getpid());
     e->nthreads = (size_t)app->cfg.workers;
     e->threads = jp_xcalloc(e->nthreads ? e->nthreads : 1, sizeof *e->threads);
-    e->args = jp_xcalloc(e->nthreads ? e->nthreads : 1, sizeof *e->args);
-    e->slots = jp_xcalloc(e->nthreads ? e->nthreads : 1, sizeof *e->slots);
     pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    e->live.live_next = e->live.live_prev = &e->live;
+    e->waiters_max = e->nthreads > 1 ? e->nthreads - 1 : 1;
+    /* Unknown jobs are claimed a few at a time until their run time is known. */
+    e->avg_run_us = BATCH_BUDGET_US;
     app->engine = e;  /* threads may cancel through the app from here on */
 
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 512 * 1024);
     for (size_t i = 0; i < e->nthreads; i++) {
-        e->args[i].e = e;
-        e->args[i].index = i;
-        if (pthread_create(&e->threads[i], &attr, thread_main, &e->args[i]) != 0) {
+        worker *w = jp_xcalloc(1, sizeof *w);
+        w->e = e;
+        if (pthread_create(&e->threads[i], &attr, thread_main, w) != 0) {
+            free(w);
             pthread_attr_destroy(&attr);
             e->nthreads = i;
             jp_embedded_stop(e);
             app->engine = NULL;
             return jp_err_set(err, JP_EINTERNAL, "cannot start engine thread %zu", i);
         }
-        atomic_fetch_add(&e->live, 1);
+        atomic_fetch_add(&e->running, 1);
     }
     pthread_attr_destroy(&attr);
     *ret = e;
@@ -231,28 +520,32 @@ void jp_embedded_stop(jp_embedded *e)
         return;
     atomic_store(&e->stopping, true);
     jp_queue_wake(e->app->queue);
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 
     int64_t deadline = jp_mono_ms() + e->app->cfg.drain_timeout_s * 1000;
-    while (atomic_load(&e->live) > 0 && jp_mono_ms() < deadline)
+    while (atomic_load(&e->running) > 0 && jp_mono_ms() < deadline)
         usleep(10 * 1000);
-    if (atomic_load(&e->live) > 0) {
-        jp_warn("drain timeout passed: stopping %zu running job(s); they will run again",
-                (size_t)atomic_load(&e->live));
-        atomic_store(&e->abandoning, true);
+    if (atomic_load(&e->running) > 0) {
         pthread_mutex_lock(&e->mu);
-        for (size_t i = 0; i < e->nthreads; i++)
-            if (e->slots[i].task)
-                jp_task_cancel(e->slots[i].task);
+        jp_warn("drain timeout passed: stopping %zu running job(s); they will run again",
+                e->nlive);
+        atomic_store(&e->abandoning, true);
+        /* Started jobs not begun yet stop too: they fail as cancelled at
+         * once and are put back like the running ones. */
+        cancel_locked(e, NULL);
         pthread_mutex_unlock(&e->mu);
     }
     for (size_t i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
     /* Outcomes still being committed borrow this engine's worker id. */
     jp_group_sync(e->app->group);
+    drop_outcomes(e->outbox, e->nout);
+    free(e->outbox);
+    pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     jp_engine_free(e->engine);
-    free(e->slots);
-    free(e->args);
     free(e->threads);
     free(e);
 }

@@ -225,7 +225,8 @@ static void get_job(jp_app *app, const char *id, int64_t wait_ms, jp_resp *resp)
 {
     jp_job *job = NULL;
     jp_err err;
-    int64_t deadline = jp_mono_ms() + wait_ms;
+    /* +1: the clock reads whole ms, and the wait must not come up short. */
+    int64_t deadline = jp_mono_ms() + wait_ms + 1;
     /* Registered before the read, so an end committed after the read wakes
      * it. NULL (too many waiting, or stopping): answer at once. */
     jp_waiter *w = wait_ms > 0 ? jp_waiters_add(app->waiters, id) : NULL;

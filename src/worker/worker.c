@@ -28,6 +28,11 @@
 #include <unistd.h>
 
 #define MAX_QUEUES 64
+/* Slots per runner: a slot is held from fetch to acknowledgement, which
+ * for short jobs is mostly the two report round trips. */
+#define SLOTS_PER_RUNNER 4
+/* How much work, at the recent run time, may wait for a runner. */
+#define READY_BUDGET_US 2000
 
 typedef enum {
     SLOT_FREE,
@@ -80,6 +85,7 @@ struct jp_worker {
     size_t inflight;            /* slots not free */
     size_t starting;            /* slots whose start is being recorded */
     size_t running;             /* runners running a job */
+    atomic_llong avg_run_us;    /* recent mean run time */
     bool runners_done;
     bool finisher_stop;
     bool hb_stop;
@@ -138,7 +144,8 @@ static void ack(jp_worker *w, jp_qmsg *msg)
 /* --- reports --- */
 
 /* Sends until the report is durable. Gives up only when the worker is past
- * its drain timeout and the destination stays away: then the message stays
+ * its drain timeout and the destination stays away, or, for starts (nothing
+ * has run yet), when the worker is stopping: then the message stays
  * unacknowledged and the job runs again elsewhere after the lease. */
 static int report(jp_worker *w, jp_reporter *rep, jp_store_op *ops, size_t n)
 {
@@ -158,6 +165,8 @@ static int report(jp_worker *w, jp_reporter *rep, jp_store_op *ops, size_t n)
             jp_warn("job %s: cannot report: %s; retrying", ops[0].job_id, jp_err_msg(&err));
         warned = true;
         if (atomic_load(&w->abandoning) && jp_mono_ms() - first > 5000)
+            return rc;
+        if (rep == w->rep_start && atomic_load(&w->stopping))
             return rc;
         usleep(pause);
         if (pause < 2000 * 1000)
@@ -309,7 +318,12 @@ static void start_slots(jp_worker *w, size_t *idx, size_t n)
 /* Runs a started slot's job and leaves its outcome in the slot. */
 static void run_slot(jp_worker *w, slot *s)
 {
+    int64_t t0 = jp_mono_us();
     int rc = jp_engine_run(w->engine, s->job->strategy, s->job->payload, s->task, &s->out);
+    /* A running mean over about the last 16 runs, racy by design: it only
+     * sizes the next fetch. */
+    int64_t took = jp_mono_us() - t0, avg = atomic_load(&w->avg_run_us);
+    atomic_store(&w->avg_run_us, avg + (took - avg) / 16);
     s->ok = rc == 0;
     /* Stopped by our shutdown, not by the job: to run again at once. */
     s->shutdown = rc != 0 && atomic_load(&w->abandoning) && jp_task_cancelled(s->task);
@@ -410,15 +424,22 @@ static bool held_here(jp_worker *w, const char *job_id)
     return false;
 }
 
-/* How many messages to take now: as many as runners would be idle, and no
- * more than free slots. Taking more would mark jobs running that wait for
- * a runner, and keep them from idle workers elsewhere. Locked. */
+/* How many messages to take now: as many as runners would be idle, plus
+ * as many as all runners get through in READY_BUDGET_US at the recent run
+ * time, and no more than free slots. A taken job is recorded running, so
+ * the budget bounds how long one waits for a runner (and stays from idle
+ * workers elsewhere); with short jobs it keeps the runners fed while the
+ * next starts are being recorded. Locked. */
 static size_t wanted(const jp_worker *w)
 {
     size_t busy = w->running + w->ready_n + w->starting;
     size_t idle = busy < w->nrunners ? w->nrunners - busy : 0;
+    int64_t avg = atomic_load(&w->avg_run_us);
+    size_t ahead = (size_t)(READY_BUDGET_US * (int64_t)w->nrunners / (avg > 1 ? avg : 1));
+    size_t queued = w->ready_n + w->starting;
+    size_t extra = ahead > queued ? ahead - queued : 0;
     size_t free_slots = w->nslots - w->inflight;
-    return idle < free_slots ? idle : free_slots;
+    return idle + extra < free_slots ? idle + extra : free_slots;
 }
 
 static void *fetch_main(void *arg)
@@ -644,7 +665,8 @@ int jp_worker_start(const jp_worker_config *cfg, jp_worker **ret, jp_err *err)
     w->started_ms = jp_now_ms();
     w->lease_ms = cfg->lease_s * 1000;
     w->nrunners = (size_t)cfg->concurrency;
-    w->nslots = 2 * w->nrunners;
+    w->nslots = SLOTS_PER_RUNNER * w->nrunners;
+    atomic_init(&w->avg_run_us, 1000000);  /* until measured: as if jobs were long */
     w->slots = jp_xcalloc(w->nslots, sizeof *w->slots);
     w->ready = jp_xcalloc(w->nslots, sizeof *w->ready);
     w->done = jp_xcalloc(w->nslots, sizeof *w->done);
