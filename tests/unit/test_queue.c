@@ -65,6 +65,43 @@ static void test_pop_takes_highest_priority_first(void **state)
     jp_queue_free(q);
 }
 
+/* A claim takes a fair share of what waits (ceil(waiting / share), at most
+ * max), highest priority first, and each message once. */
+static void test_claim_takes_a_fair_share_in_priority_order(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    jp_queue *q = jp_queue_memory_new();
+    jp_job *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = make_job("default", i == N - 1 ? JP_PRIO_HIGH : JP_PRIO_NORMAL);
+        push_one(q, jobs[i]);
+    }
+    jp_qmsg msgs[N];
+    size_t n = 0, seen = 0;
+    assert_int_equal(jp_queue_claim(q, NULL, N, 4, 0, msgs, &n, NULL), 0);
+    assert_int_equal(n, 3);  /* ceil(10 / 4) */
+    assert_string_equal(msgs[0].job_id, jobs[N - 1]->id);
+    assert_string_equal(msgs[1].job_id, jobs[0]->id);
+    seen += n;
+    jp_qmsgs_done(msgs, n);
+    assert_int_equal(jp_queue_claim(q, NULL, 2, 1, 0, msgs, &n, NULL), 0);
+    assert_int_equal(n, 2);  /* all 7 would be its share; max is 2 */
+    assert_string_equal(msgs[0].job_id, jobs[2]->id);
+    seen += n;
+    jp_qmsgs_done(msgs, n);
+    assert_int_equal(jp_queue_claim(q, NULL, N, 0, 0, msgs, &n, NULL), 0);
+    assert_int_equal(n, 5);  /* share 0 counts as 1: everything left */
+    seen += n;
+    jp_qmsgs_done(msgs, n);
+    assert_int_equal(seen, N);
+    assert_int_equal(jp_queue_claim(q, NULL, N, 1, 0, msgs, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    for (int i = 0; i < N; i++)
+        jp_job_free(jobs[i]);
+    jp_queue_free(q);
+}
+
 static void test_fifo_within_a_priority_and_attempt_follows_job(void **state)
 {
     (void)state;
@@ -234,6 +271,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pop_takes_highest_priority_first),
+        cmocka_unit_test(test_claim_takes_a_fair_share_in_priority_order),
         cmocka_unit_test(test_fifo_within_a_priority_and_attempt_follows_job),
         cmocka_unit_test(test_pop_serves_only_named_queues),
         cmocka_unit_test(test_pop_times_out_when_empty),
