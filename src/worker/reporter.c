@@ -1,9 +1,14 @@
-/* The two reporters behind one batcher: a round of reports becomes one HTTP
- * request to the control plane, or one database transaction. */
+/* The two reporters: a call's reports become one HTTP request to the
+ * control plane, or one database transaction. The worker batches before it
+ * calls (a fetch's starts, a round of outcomes) and gives each reporting
+ * thread its own reporter, so a call goes out on the caller's thread: no
+ * hand-off to another thread and back on the way of every report. */
 #include "worker/reporter.h"
 
 #include "client/client.h"
 #include "core/batcher.h"
+
+#include <pthread.h>
 #include "core/mem.h"
 #include "store/group.h"
 
@@ -11,7 +16,8 @@
 #include <string.h>
 
 struct jp_reporter {
-    jp_batcher *batcher;
+    pthread_mutex_t mu;  /* one call at a time */
+    jp_batch_flush_fn flush;
     jp_client *client;  /* api mode */
     jp_store *store;    /* db mode */
 };
@@ -137,8 +143,8 @@ int jp_reporter_api_new(const char *base_url, const char *token, jp_reporter **r
     if (rc < 0)
         goto fail;
     jp_client_set_timeout(r->client, 30000);
-    if ((rc = jp_batcher_new(flush_api, r, &r->batcher, err)) < 0)
-        goto fail;
+    pthread_mutex_init(&r->mu, NULL);
+    r->flush = flush_api;
     *ret = r;
     return 0;
 fail:
@@ -151,23 +157,21 @@ int jp_reporter_db_new(const char *url, jp_reporter **ret, jp_err *err)
 {
     jp_reporter *r = jp_xcalloc(1, sizeof *r);
     int rc = jp_store_open(url, &r->store, err);
-    if (rc < 0)
-        goto fail;
-    if ((rc = jp_batcher_new(flush_db, r, &r->batcher, err)) < 0)
-        goto fail;
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    r->flush = flush_db;
     *ret = r;
     return 0;
-fail:
-    jp_store_close(r->store);
-    free(r);
-    return rc;
 }
 
 void jp_reporter_free(jp_reporter *r)
 {
     if (!r)
         return;
-    jp_batcher_free(r->batcher);
+    pthread_mutex_destroy(&r->mu);
     jp_client_free(r->client);
     jp_store_close(r->store);
     free(r);
@@ -178,5 +182,11 @@ int jp_reporter_send(jp_reporter *r, jp_store_op *ops, size_t n, jp_err *err)
     if (!n)
         return 0;
     jp_batch_item it = {.data = ops, .n = n};
-    return jp_batcher_submit(r->batcher, &it, err);
+    jp_batch_item *items[1] = {&it};
+    pthread_mutex_lock(&r->mu);
+    r->flush(r, items, 1);
+    pthread_mutex_unlock(&r->mu);
+    if (it.rc < 0 && err)
+        *err = it.err;
+    return it.rc;
 }

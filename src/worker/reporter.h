@@ -1,8 +1,8 @@
 /* How a worker makes a job's state change durable: through the control
  * plane's API (POST /api/v1/jobs/status, many reports per request) or
  * straight into the shared database through the store, with the same
- * transition rules either way. Reports from many runner threads that arrive
- * together travel together. */
+ * transition rules either way. A call's reports travel together, on the
+ * caller's thread; calls on one reporter are serialised. */
 #ifndef JP_WORKER_REPORTER_H
 #define JP_WORKER_REPORTER_H
 
