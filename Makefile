@@ -62,7 +62,7 @@ release: deps
 	./scripts/build-release.sh worker $(RELEASE)/worker
 	./scripts/build-release.sh cli $(RELEASE)/cli
 
-# The benchmark (bench/run.py, about 10 minutes; BENCH_ARGS=--quick for a short
+# The benchmark (bench/run.py, about 6 minutes; BENCH_ARGS=--quick for a short
 # run). An optimised build of its own (build-bench/), so the others stay as they are.
 $(BENCH_BUILD)/build.ninja: | deps
 	meson setup $(BENCH_BUILD) $(MESON_OPTS) -Dbuildtype=release -Db_ndebug=true

@@ -1176,7 +1176,8 @@ def main():
              "enqueue": "the enqueue rate"}[args.load_basis]
     text.append("workload: noop jobs; enqueue from %d keep-alive connections for %gs; batch "
                 "enqueue and drain of %d jobs (batches of 100); end to end: %d sequential jobs, "
-                "polled back to back; under load: the same beside a steady %.0f%% of the "
+                "each waited for by GET ?wait_ms= (long-poll; back-to-back polls on a server "
+                "without it); under load: the same beside a steady %.0f%% of the "
                 "set-up's peak, %s of the same run" % (
                     args.connections, args.enqueue_seconds, args.drain_jobs, args.latency_jobs,
                     args.load_fraction * 100, basis))
