@@ -211,6 +211,25 @@ class Server:
                                  % (e, last.get("job"), self.log()[-4000:]))
 
 
+class ServerCase(unittest.TestCase):
+    """A test class sharing one server, started before its first test with
+    Server(**server) and stopped after its last; a server that exits badly
+    (a crash, a sanitizer report) fails the class."""
+
+    server = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(**cls.server)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        if rc != 0:
+            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+
+
 class Worker:
     """A jobplane-worker process. args: extra flags; its log is in log()."""
 

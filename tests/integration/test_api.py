@@ -24,19 +24,10 @@ def uniq(prefix):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
 
 
-class ApiTest(harness.unittest.TestCase):
+class ApiTest(harness.ServerCase):
     """One server without workers: every job stays where the API put it."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server(workers=0)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        if rc != 0:
-            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+    server = dict(workers=0)
 
     def list_jobs(self, query):
         st, body, _ = self.srv.get("/api/v1/jobs?" + query)
@@ -499,21 +490,12 @@ def timed_get(srv, path, timeout=30):
     return st, body, time.monotonic() - t0
 
 
-class WaitNoWorkersTest(harness.unittest.TestCase):
+class WaitNoWorkersTest(harness.ServerCase):
     """GET ?wait_ms= on a server without workers: jobs stay queued unless the
     API changes them."""
 
-    @classmethod
-    def setUpClass(cls):
-        # Room for two waiting requests (half the connections).
-        cls.srv = harness.Server(workers=0, args=["--max-connections", "4"])
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        if rc != 0:
-            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+    # Room for two waiting requests (half the connections).
+    server = dict(workers=0, args=["--max-connections", "4"])
 
     def test_wait_ms_bad_values_are_400(self):
         job = self.srv.submit()
@@ -590,19 +572,10 @@ class WaitNoWorkersTest(harness.unittest.TestCase):
         self.assertGreaterEqual(took[1], 2.0, took)
 
 
-class WaitTest(harness.unittest.TestCase):
+class WaitTest(harness.ServerCase):
     """GET ?wait_ms= on a server that runs jobs."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server(workers=2)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        if rc != 0:
-            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+    server = dict(workers=2)
 
     def test_wait_answers_as_soon_as_the_job_completes(self):
         t0 = time.monotonic()

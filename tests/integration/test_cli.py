@@ -67,7 +67,7 @@ def cli(args, server=None, env=None, timeout=60, stdin=None):
     return p
 
 
-class CliCase(harness.unittest.TestCase):
+class CliCase(harness.ServerCase):
     """Assertions shared by the CLI tests."""
 
     def assertExit(self, p, code):
@@ -128,16 +128,7 @@ class CliCase(harness.unittest.TestCase):
 class CliWithWorkersTest(CliCase):
     """A server that runs jobs: submit, wait, get, attempts."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server(workers=2)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        if rc != 0:
-            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+    server = dict(workers=2)
 
     def run_cli(self, *args, **kw):
         return cli(args, server=self.srv, **kw)
@@ -386,19 +377,10 @@ class CliWithWorkersTest(CliCase):
         self.assertOneErrorLine(p, 3, dead)
 
 
-class CliQueuedTest(CliCase):
+class CliQueuedTest(CliCase, harness.ServerCase):
     """A server without workers: jobs stay queued, so lists and counts are exact."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = harness.Server(workers=0)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        if rc != 0:
-            raise AssertionError("server exited with %s\n%s" % (rc, cls.srv.log()))
+    server = dict(workers=0)
 
     def run_cli(self, *args, **kw):
         return cli(args, server=self.srv, **kw)
