@@ -284,21 +284,16 @@ static char *multi_sql(unsigned fam, unsigned rows)
         fputc(')', f);
         break;
     case M_ATTEMPT_OPEN:
-        /* A redelivered attempt number starts its row afresh. */
-        fputs(attempt_insert, f);
-        put_values(f, rows, ATTEMPT_KINDS);
-        fputs(") AS v WHERE column1 IS NOT NULL ON CONFLICT (job_id, attempt) DO UPDATE SET"
-              " worker_id = excluded.worker_id, started_at = excluded.started_at,"
-              " finished_at = excluded.finished_at, outcome = excluded.outcome,"
-              " error = excluded.error", f);
-        break;
     case M_ATTEMPT_CLOSE:
-        /* An attempt whose start was never recorded (its START was lost)
-         * gets its row now; one that has a row keeps its worker and start. */
         fputs(attempt_insert, f);
         put_values(f, rows, ATTEMPT_KINDS);
-        fputs(") AS v WHERE column1 IS NOT NULL ON CONFLICT (job_id, attempt) DO UPDATE SET"
-              " finished_at = excluded.finished_at, outcome = excluded.outcome,"
+        fputs(") AS v WHERE column1 IS NOT NULL ON CONFLICT (job_id, attempt) DO UPDATE SET", f);
+        /* A redelivered attempt number starts its row afresh. An attempt
+         * whose start was never recorded (its START was lost) gets its row
+         * when it ends; one that has a row keeps its worker and start. */
+        if (fam == M_ATTEMPT_OPEN)
+            fputs(" worker_id = excluded.worker_id, started_at = excluded.started_at,", f);
+        fputs(" finished_at = excluded.finished_at, outcome = excluded.outcome,"
               " error = excluded.error", f);
         break;
     case M_JOB_INSERT:
