@@ -1,8 +1,4 @@
-/* The batching thread behind jp_batcher. A submit that finds nothing in
- * flight and nothing waiting flushes its own item on its own thread: a
- * round with one item gains nothing from the hand-off to the batching
- * thread and back, which costs two wake-ups. Whatever arrives meanwhile
- * waits for the batching thread, which takes it all in one round. */
+/* The batching thread behind jp_batcher. */
 #include "core/batcher.h"
 
 #include "core/mem.h"
@@ -16,7 +12,6 @@ struct jp_batcher {
     pthread_mutex_t mu;
     pthread_cond_t work;  /* the batching thread waits here for items */
     bool idle;            /* the batching thread waits on work: a submit wakes it */
-    bool flushing;        /* a round is in flight (on the thread or a submitter's) */
     jp_batch_item *head, *tail;
     bool stop;
     pthread_t thread;
@@ -30,7 +25,7 @@ static void *run(void *arg)
 
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while ((!b->head && !b->stop) || b->flushing) {
+        while (!b->head && !b->stop) {
             b->idle = true;
             pthread_cond_wait(&b->work, &b->mu);
             b->idle = false;
@@ -39,7 +34,6 @@ static void *run(void *arg)
             break;
         jp_batch_item *batch = b->head;
         b->head = b->tail = NULL;
-        b->flushing = true;
         pthread_mutex_unlock(&b->mu);
 
         size_t n = 0;
@@ -66,7 +60,6 @@ static void *run(void *arg)
         /* Each submitter waits on its own condition variable, so only those
          * whose items were in this round wake, not those of the next one. */
         pthread_mutex_lock(&b->mu);
-        b->flushing = false;
         for (size_t i = 0; i < waited; i++) {
             items[i]->done = true;
             pthread_cond_signal(items[i]->waiter);
@@ -145,21 +138,6 @@ int jp_batcher_submit(jp_batcher *b, jp_batch_item *it, jp_err *err)
     it->rc = 0;
     jp_err_clear(&it->err);
     pthread_mutex_lock(&b->mu);
-    if (!b->stop && !b->flushing && !b->head) {
-        b->flushing = true;
-        pthread_mutex_unlock(&b->mu);
-        jp_batch_item *items[1] = {it};
-        b->flush(b->arg, items, 1);
-        pthread_mutex_lock(&b->mu);
-        b->flushing = false;
-        if ((b->head || b->stop) && b->idle)  /* what arrived meanwhile, or the end */
-            pthread_cond_signal(&b->work);
-        pthread_mutex_unlock(&b->mu);
-        pthread_cond_destroy(&waiter);
-        if (it->rc < 0 && err)
-            *err = it->err;
-        return it->rc;
-    }
     if (enqueue(b, it, err) < 0) {
         pthread_mutex_unlock(&b->mu);
         pthread_cond_destroy(&waiter);

@@ -29,8 +29,7 @@ typedef struct jp_batch_item {
 } jp_batch_item;
 
 /* Handles items[0..n) and sets each one's rc (and err). Runs on the
- * batcher's thread, or on a submitter's when nothing else is in flight
- * (one item: its own), never concurrently with itself. */
+ * batcher's thread, never concurrently with itself. */
 typedef void (*jp_batch_flush_fn)(void *arg, jp_batch_item **items, size_t n);
 
 /* Starts the batching thread. */
